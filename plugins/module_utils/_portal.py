@@ -1,0 +1,745 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) isr.mqtt contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""PortalClient: the only code that knows HTTP and the portal's JSON.
+
+Private to the collection. One ``requests.Session`` per client, bearer auth, TLS options,
+retries with jittered backoff, 429 / rate-limit pacing within a wait budget, pagination,
+and a tolerant reader for the response shapes listed in ``docs/api-contract.md``.
+
+Retry policy (why each write is treated the way it is):
+
+* GET, PATCH, pause, resume, delete are idempotent: network errors and 502/503/504 are
+  retried up to ``max_retries`` times with jittered exponential backoff.
+* Create and rotate are not idempotent. They are retried only when the portal certainly
+  did nothing: the connection was never made (refused, connect timeout), a 429, or a 503
+  whose body carries ``code: broker_unavailable`` (the contract says "nothing changed").
+  Any other failure (read timeout, dropped connection, a bare 502/503/504 that a proxy may
+  have produced after the portal acted) is *ambiguous*:
+
+  - create re-lists once and adopts a new row with its label (password lost, see
+    ``create_client``); if none appeared it retries the create;
+  - rotate fails with a message that the password may have been rotated and how to
+    recover (rotate again).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import threading
+import time
+import traceback
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+REQUESTS_IMPORT_ERROR = None
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+except ImportError:
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_REQUESTS = True
+
+API_PATH = "/api/v1/subscriber"
+PAGE_SIZE = 1000  # the portal's maximum: fewer requests against the hourly budget
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+MIN_RATE_LIMIT_WAIT = 1.0  # a 429 without a usable Retry-After still waits this long
+
+CLIENT_KEYS = ("client_id", "label", "username", "topic", "paused", "allow_publish", "allow_subscribe",
+               "history_topic_prefix", "publish_topic", "created_at", "rotated_at")
+SUBSCRIBER_KEYS = ("id", "username", "label", "subscribe_filter", "created_at", "expires_at", "expired")
+
+_LIST_KEYS = ("items", "data", "publishers", "clients", "subscribers", "results")
+_RETRYABLE_STATUS = (502, 503, 504)
+_PAUSED_WORDS = ("paused", "suspended", "disabled", "inactive")
+_ACTIVE_WORDS = ("active", "running", "enabled", "resumed")
+
+
+class PortalError(Exception):
+    """Any failure talking to the portal. ``msg`` says what happened and what to do.
+
+    ``kind`` is one of: auth, addon, not_found, validation, conflict, plan_limit, rate_limit,
+    unsupported, tls, connection, timeout, server, protocol. ``status`` is the HTTP status
+    (None for network errors), ``detail`` the portal's own error detail (rendered text).
+    """
+
+    def __init__(self, msg, kind="protocol", status=None, detail=None):
+        super(PortalError, self).__init__(msg)
+        self.msg = msg
+        self.kind = kind
+        self.status = status
+        self.detail = detail
+
+    def to_fail_kwargs(self, **extra):
+        """Keyword arguments for ``module.fail_json``, so every module reports errors alike."""
+        result = dict(extra)
+        result["msg"] = self.msg
+        result["error"] = {"kind": self.kind, "status": self.status, "detail": self.detail}
+        return result
+
+
+def _append(error, text):
+    error.msg = "%s %s" % (error.msg, text)
+    error.args = (error.msg,)
+
+
+class _Ambiguous(Exception):
+    """A non-idempotent request failed in a way that leaves open whether the portal acted."""
+
+    def __init__(self, error):
+        super(_Ambiguous, self).__init__(error.msg)
+        self.error = error
+
+
+# ---------------------------------------------------------------------------
+# Tolerant reader: every guess about response shapes lives here.
+# ---------------------------------------------------------------------------
+
+def _dig(body, *paths):
+    """The first value found under any of the dotted ``paths`` of a JSON object."""
+    for path in paths:
+        value = body
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                value = None
+                break
+            value = value[part]
+        if value is not None:
+            return value
+    return None
+
+
+def _as_bool(value, default):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+    return default
+
+
+def _paused_of(row):
+    for key in ("paused", "is_paused", "pause"):
+        if key in row and row[key] is not None:
+            return _as_bool(row[key], False)
+    for key in ("status", "state"):
+        value = row.get(key)
+        if isinstance(value, str):
+            if value.strip().lower() in _PAUSED_WORDS:
+                return True
+            if value.strip().lower() in _ACTIVE_WORDS:
+                return False
+    return False
+
+
+def normalize_client(row, publish_topic=None):
+    """A portal row reduced to exactly CLIENT_KEYS."""
+    if not isinstance(row, dict):
+        raise PortalError("The portal returned an MQTT client that is not a JSON object: %r" % (type(row).__name__,))
+    client_id = row.get("client_id") or row.get("id")
+    if not client_id:
+        raise PortalError("The portal returned an MQTT client without client_id (keys: %s)" % ", ".join(sorted(row)))
+    return {
+        "client_id": client_id,
+        "label": row.get("label"),
+        "username": row.get("username") or client_id,
+        "topic": row.get("topic"),
+        "paused": _paused_of(row),
+        "allow_publish": _as_bool(row.get("allow_publish"), True),
+        "allow_subscribe": _as_bool(row.get("allow_subscribe"), False),
+        "history_topic_prefix": row.get("history_topic_prefix"),
+        "publish_topic": publish_topic if publish_topic is not None else row.get("publish_topic"),
+        "created_at": row.get("created_at"),
+        "rotated_at": row.get("rotated_at"),
+    }
+
+
+def _expired_from(expires_at):
+    if not isinstance(expires_at, str):
+        return False
+    try:
+        moment = datetime.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment <= datetime.datetime.now(datetime.timezone.utc)
+
+
+def normalize_subscriber(row):
+    """A portal read-only subscriber reduced to exactly SUBSCRIBER_KEYS."""
+    if not isinstance(row, dict):
+        raise PortalError("The portal returned a subscriber that is not a JSON object: %r" % (type(row).__name__,))
+    sub_id = row.get("id") or row.get("subscriber_id") or row.get("username")
+    if not sub_id:
+        raise PortalError("The portal returned a subscriber without id (keys: %s)" % ", ".join(sorted(row)))
+    expires_at = row.get("expires_at")
+    expired = row.get("expired")
+    return {
+        "id": sub_id,
+        "username": row.get("username") or sub_id,
+        "label": row.get("label"),
+        "subscribe_filter": row.get("subscribe_filter") or row.get("filter") or row.get("acl"),
+        "created_at": row.get("created_at"),
+        "expires_at": expires_at,
+        "expired": _as_bool(expired, False) if expired is not None else _expired_from(expires_at),
+    }
+
+
+def _rows_of(body):
+    """Rows of one list page: a bare array or an object wrapping it."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in _LIST_KEYS:
+            if isinstance(body.get(key), list):
+                return body[key]
+    raise PortalError("The portal's list answer has no rows: expected a JSON array or an object with one of %s" % ", ".join(_LIST_KEYS))
+
+
+def _next_of(body, url):
+    """The URL of the next page, or None on the last page."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("next", "next_url", "links.next"):
+        if _dig(body, key) is not None:
+            nxt = _dig(body, key)
+            return urljoin(url, nxt) if isinstance(nxt, str) and nxt else None
+    if any(k in body for k in ("next", "next_url", "links")):
+        return None  # explicitly null: last page
+    page, size, total = body.get("page"), body.get("page_size") or body.get("per_page"), body.get("total")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (page, size, total)) and size > 0:
+        if page * size < total:
+            split = urlsplit(url)
+            return "%s://%s%s?%s" % (split.scheme, split.netloc, split.path, urlencode({"page": page + 1, "page_size": size}))
+    return None
+
+
+def _detail_of(response):
+    """The portal's error detail as readable text (FastAPI string, list or object)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = (response.text or "").strip()
+        return text[:300] or None, {}
+    if not isinstance(body, dict):
+        return None, {}
+    detail = body.get("detail")
+    if detail is None:
+        detail = body.get("message") or body.get("error")
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = [str(p) for p in item.get("loc") or [] if p not in ("body", "query", "path")]
+                msg = item.get("msg") or item.get("message") or ""
+                parts.append("%s: %s" % (".".join(loc), msg) if loc else str(msg))
+            else:
+                parts.append(str(item))
+        detail = "; ".join(parts)
+    elif isinstance(detail, dict):
+        detail = detail.get("message") or detail.get("msg") or json.dumps(detail, sort_keys=True)
+    return (str(detail) if detail is not None else None), body
+
+
+def _header_number(response, name):
+    try:
+        return float(response.headers.get(name))
+    except (TypeError, ValueError):
+        return None
+
+
+def _never_sent(exc):
+    """True when the request certainly did not reach the portal (safe to repeat any request)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return type(reason).__name__ == "NewConnectionError"
+
+
+def _nothing_changed(response, body):
+    """The contract's 503 broker_unavailable promises that nothing changed."""
+    return response.status_code == 503 and isinstance(body, dict) and body.get("code") == "broker_unavailable"
+
+
+def base_url(portal_url):
+    """The API base URL from an origin (or an origin with /api/v1/subscriber already appended)."""
+    url = (portal_url or "").strip()
+    if not url.lower().startswith(("https://", "http://")):
+        raise PortalError("portal_url must start with https:// (or http:// for a local test portal), got %r; "
+                          "example: https://mqtt.ishareradio.com" % (url,), kind="validation")
+    split = urlsplit(url)
+    if not split.hostname:
+        raise PortalError("portal_url %r has no host name; example: https://mqtt.ishareradio.com" % (url,), kind="validation")
+    url = url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    if not url.endswith(API_PATH):
+        url += API_PATH
+    return url
+
+
+class PortalClient(object):
+    """A client for the portal's Mgmt REST API. Safe to share between threads."""
+
+    def __init__(self, portal_url, api_token, validate_certs=True, ca_path=None, timeout=30,
+                 rate_limit_max_wait=300, max_retries=4, warn=None, pool_size=10):
+        if not HAS_REQUESTS:
+            raise PortalError(missing_required_lib("requests"), kind="protocol")
+        if not api_token:
+            raise PortalError("api_token is required: set the api_token option or the ISR_PORTAL_TOKEN environment variable", kind="validation")
+        self.base = base_url(portal_url)
+        self._origin = urlsplit(self.base)[:2]
+        self._token = api_token
+        self.timeout = timeout
+        self.rate_limit_max_wait = max(0, rate_limit_max_wait or 0)
+        self.max_retries = max(0, max_retries)
+        self._warn = warn or (lambda msg: None)
+        self._sleep = time.sleep  # replaced in unit tests
+        self._clock = time.monotonic
+
+        self._lock = threading.Lock()
+        self._stats = {"requests": 0, "retries": 0, "rate_limit_waited": 0.0}
+        self._paced_until = 0.0  # clock time up to which a rate-limit wait is already counted
+        self._resume_at = 0.0  # clock time before which the budget is known to be spent
+
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": "Bearer %s" % api_token, "Accept": "application/json"})
+        # Passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE (requests issue 3829).
+        self._verify = (ca_path or True) if validate_certs else False
+        self.session.verify = self._verify
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        if not validate_certs:
+            self._warn("validate_certs is false: the portal's TLS certificate is not checked, so the API token could be "
+                       "sent to an impostor. Prefer ca_path with the CA that signed the portal's certificate.")
+            try:
+                import urllib3
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # we warned once, above
+            except Exception:  # pragma: no cover - urllib3 always ships with requests
+                pass
+
+    # -- bookkeeping -------------------------------------------------------
+
+    @property
+    def stats(self):
+        """A snapshot: requests sent, retries made, seconds waited for the rate limit."""
+        with self._lock:
+            snapshot = dict(self._stats)
+        snapshot["rate_limit_waited"] = round(snapshot["rate_limit_waited"], 3)
+        return snapshot
+
+    def _count(self, key, amount=1):
+        with self._lock:
+            self._stats[key] += amount
+
+    def _scrub(self, text):
+        return text.replace(self._token, "<api_token>") if text and self._token else text
+
+    def _error(self, msg, kind, status=None, detail=None):
+        return PortalError(self._scrub(msg), kind=kind, status=status, detail=self._scrub(detail))
+
+    # -- rate limit --------------------------------------------------------
+
+    def _rate_limit_wait(self, seconds, reason):
+        """Wait ``seconds`` if the rate_limit_max_wait budget allows, else raise kind=rate_limit.
+
+        Concurrent threads waiting for the same moment count that stretch of time once.
+        """
+        now = self._clock()
+        until = now + seconds
+        with self._lock:
+            added = max(0.0, until - max(now, self._paced_until))
+            left = self.rate_limit_max_wait - self._stats["rate_limit_waited"]
+            if added > left + 1e-9:
+                raise self._error(
+                    "Portal rate limit exhausted: %s asks to wait %.0f s, but only %.0f s of rate_limit_max_wait (%s s) are left. "
+                    "The budget is 5000 requests per hour per token: rerun later, raise rate_limit_max_wait, or use mqtt_fleet "
+                    "to reconcile many clients with fewer requests." % (reason, seconds, max(left, 0), self.rate_limit_max_wait),
+                    kind="rate_limit", status=429 if reason.startswith("429") else None)
+            self._stats["rate_limit_waited"] += added
+            self._paced_until = max(self._paced_until, until)
+            left -= added
+        self._warn("Portal rate limit: waiting %.0f s (%s); %.0f s of rate_limit_max_wait left." % (seconds, reason, max(left, 0)))
+        self._sleep(seconds)
+
+    def _pace(self):
+        with self._lock:
+            wait = self._resume_at - self._clock()
+        if wait > 0:
+            self._rate_limit_wait(wait, "X-RateLimit-Remaining is 0 until X-RateLimit-Reset")
+
+    def _note_rate_headers(self, response):
+        remaining = _header_number(response, "X-RateLimit-Remaining")
+        reset = _header_number(response, "X-RateLimit-Reset")
+        if remaining is not None and remaining <= 0 and reset is not None and reset > 0:
+            with self._lock:
+                self._resume_at = max(self._resume_at, self._clock() + reset)
+
+    # -- requests ----------------------------------------------------------
+
+    def _backoff(self, attempt):
+        """Jittered exponential backoff: between half and all of min(cap, base * 2**attempt)."""
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** attempt))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def _url(self, path_or_url):
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return self.base + path_or_url
+
+    def _network_error(self, exc, method, url):
+        if isinstance(exc, requests.exceptions.SSLError):
+            return self._error(
+                "TLS verification failed for %s: %s. Set ca_path to the CA bundle that signed the portal's certificate "
+                "(or validate_certs: false for a test portal only)." % (self.base, exc), kind="tls")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return self._error(
+                "The portal did not answer %s %s within timeout=%s s. Raise the timeout option if the portal is slow, "
+                "or check the network path to portal_url." % (method, url, self.timeout), kind="timeout")
+        return self._error(
+            "Cannot reach the portal for %s %s: %s. Check portal_url (ISR_PORTAL_URL) and that the host is reachable "
+            "from the controller." % (method, url, exc), kind="connection")
+
+    def _status_error(self, response, method, url, what):
+        status = response.status_code
+        detail, body = _detail_of(response)
+        said = (": %s" % detail) if detail else ""
+        if isinstance(body, dict) and body.get("code") == "plan_limit":
+            limit, active = body.get("limit"), body.get("active")
+            count = (" (%s of %s in use)" % (active, limit)) if limit is not None else ""
+            err = self._error(
+                "Plan limit reached creating %s%s%s. Delete or revoke one you no longer need (or upgrade the plan under "
+                "Subscriptions in the portal) and rerun." % (what, count, said), kind="plan_limit", status=status, detail=detail)
+            err.limit, err.active = limit, active  # for callers that explain the limit in their own words
+            return err
+        if status == 401:
+            hint = "" if self._token.startswith("isr_mqtt_rest_") else " (the token does not start with isr_mqtt_rest_)"
+            return self._error(
+                "The portal rejected the API token (HTTP 401%s)%s: it is wrong, revoked or expired. Check api_token / "
+                "ISR_PORTAL_TOKEN; tokens are made under Settings -> REST API tokens." % (said, hint),
+                kind="auth", status=status, detail=detail)
+        if status == 403:
+            return self._error(
+                "The portal refused %s %s (HTTP 403%s): the account lacks the Mgmt REST API add-on. Enable it under "
+                "Subscriptions in the portal." % (method, url, said), kind="addon", status=status, detail=detail)
+        if status == 404:
+            return self._error("%s not found on the portal (HTTP 404%s); it may have been deleted meanwhile." % (what, said),
+                               kind="not_found", status=status, detail=detail)
+        if status == 405:
+            return self._error(
+                "The portal does not offer %s %s (HTTP 405 Method Not Allowed)." % (method, url),
+                kind="unsupported", status=status, detail=detail)
+        if status == 409:
+            return self._error("The portal refused %s %s because of a conflict (HTTP 409%s)." % (method, url, said),
+                               kind="conflict", status=status, detail=detail)
+        if status in (400, 422):
+            return self._error("The portal rejected the request %s %s as invalid (HTTP %s%s)." % (method, url, status, said),
+                               kind="validation", status=status, detail=detail)
+        if status >= 500:
+            return self._error("The portal failed on %s %s (HTTP %s%s)." % (method, url, status, said),
+                               kind="server", status=status, detail=detail)
+        return self._error("Unexpected answer to %s %s: HTTP %s%s." % (method, url, status, said),
+                           kind="protocol", status=status, detail=detail)
+
+    def _request(self, method, path, json_body=None, params=None, idempotent=True, what="resource"):
+        """Send one logical request; returns the response (2xx) or raises PortalError / _Ambiguous."""
+        url = self._url(path)
+        attempt = 0
+        while True:
+            self._pace()
+            self._count("requests")
+            error = None
+            try:
+                response = self.session.request(method, url, json=json_body, params=params, timeout=self.timeout,
+                                                verify=self._verify)
+            except requests.exceptions.SSLError as exc:
+                raise self._network_error(exc, method, url)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                error = self._network_error(exc, method, url)
+                safe = idempotent or _never_sent(exc)
+            else:
+                self._note_rate_headers(response)
+                if response.status_code < 400:
+                    return response
+                if response.status_code == 429:
+                    retry_after = _header_number(response, "Retry-After")
+                    self._rate_limit_wait(max(retry_after or 0, MIN_RATE_LIMIT_WAIT), "429 Retry-After")
+                    continue
+                error = self._status_error(response, method, url, what)
+                if response.status_code not in _RETRYABLE_STATUS:
+                    raise error
+                safe = idempotent or _nothing_changed(response, _detail_of(response)[1])
+            if not safe:
+                raise _Ambiguous(error)
+            if attempt >= self.max_retries:
+                if self.max_retries:
+                    _append(error, "Gave up after %d retries." % self.max_retries)
+                raise error
+            self._count("retries")
+            self._sleep(self._backoff(attempt))
+            attempt += 1
+
+    def _json(self, response, method, url):
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise self._error("The portal's answer to %s %s is not JSON (HTTP %s, Content-Type %s)."
+                              % (method, url, response.status_code, response.headers.get("Content-Type")), kind="protocol",
+                              status=response.status_code)
+
+    def _list(self, path, what):
+        """All rows of a paginated list, following next links to the end."""
+        url = self._url(path) + "?" + urlencode({"page": 1, "page_size": PAGE_SIZE})
+        seen = set()
+        rows = []
+        while url:
+            if url in seen:
+                raise self._error("The portal's pagination for %s loops (page %s was already read); refusing to continue." % (what, url),
+                                  kind="protocol")
+            seen.add(url)
+            if urlsplit(url)[:2] != self._origin:
+                raise self._error("The portal's next-page link %s points to another host; refusing to send the API token there." % url,
+                                  kind="protocol")
+            body = self._json(self._request("GET", url, what=what), "GET", url)
+            page = _rows_of(body)
+            if not page:
+                break
+            rows.extend(page)
+            url = _next_of(body, url)
+        return rows
+
+    def _create(self, path, body, label, known_ids, lister, id_key, what, parse):
+        """POST a create without ever creating twice; see create_client for the contract."""
+        if known_ids is None:
+            known_ids = set(r[id_key] for r in lister() if r["label"] == label)
+        known_ids = set(known_ids)
+        attempt = 0
+        while True:
+            try:
+                response = self._request("POST", path, json_body=body, idempotent=False, what=what)
+            except PortalError as exc:
+                if exc.kind == "server":  # a 500 may come after the commit
+                    _append(exc, "The portal may have created it anyway: rerun; a new entry labelled %r without a known password "
+                                 "must then be given a new one (rotate for an MQTT client)." % (label,))
+                raise
+            except _Ambiguous as amb:
+                appeared = [r for r in lister() if r["label"] == label and r[id_key] not in known_ids]
+                if len(appeared) == 1:
+                    self._warn("Creating %s: %s The portal now lists %s %s with that label, taken as the result of this create; "
+                               "its password was lost: rotate it to get a new one." % (what, amb.error.msg, id_key, appeared[0][id_key]))
+                    return appeared[0], None
+                if appeared:
+                    ids = ", ".join(r[id_key] for r in appeared)
+                    raise self._error(
+                        "Creating %s: %s Since then %d new entries labelled %r appeared (%s); which one is ours is unknown. "
+                        "Delete the extra ones in the portal and rerun." % (what, amb.error.msg, len(appeared), label, ids),
+                        kind="conflict", status=amb.error.status)
+                if attempt >= self.max_retries:
+                    raise self._error("Creating %s failed: %s Nothing was created (checked by listing). Gave up after %d retries."
+                                      % (what, amb.error.msg, self.max_retries), kind=amb.error.kind, status=amb.error.status,
+                                      detail=amb.error.detail)
+                self._count("retries")
+                self._sleep(self._backoff(attempt))
+                attempt += 1
+                continue
+            return parse(self._json(response, "POST", self._url(path)))
+
+    # -- MQTT clients --------------------------------------------------------
+
+    def list_clients(self):
+        """Every MQTT client (all pages), as normalised rows."""
+        return [normalize_client(r) for r in self._list("/publishers", "MQTT clients")]
+
+    def create_client(self, label, allow_publish=True, allow_subscribe=False, known_client_ids=None):
+        """Create an MQTT client; returns ``(row, password)``.
+
+        ``known_client_ids``: the client_ids the caller already saw with this ``label``
+        (an empty set when none). When None, the client lists once first to learn them.
+
+        When the create fails ambiguously (timeout, dropped connection, 502/503/504) the
+        client lists once: if exactly one new row with this label appeared, it is the
+        result of this create and ``(row, None)`` is returned. ``password is None`` means
+        "created, but the password was lost": the caller must rotate that client to get
+        a password. If nothing appeared the create is retried (up to max_retries).
+        """
+        body = {"label": label, "allow_publish": bool(allow_publish), "allow_subscribe": bool(allow_subscribe)}
+
+        def parse(answer):
+            if not isinstance(answer, dict):
+                raise self._error("The portal's answer to creating MQTT client %r is not a JSON object." % label, kind="protocol")
+            row = answer.get("device") if isinstance(answer.get("device"), dict) else answer
+            password = _dig(answer, "device.password", "password", "credentials.password", "mqtt_password")
+            client = normalize_client(row, publish_topic=answer.get("publish_topic"))
+            if password is None:
+                self._warn("The portal created MQTT client %s but its answer carried no password: rotate it to get one." % client["client_id"])
+            return client, password
+
+        return self._create("/publishers", body, label, known_client_ids, self.list_clients, "client_id",
+                            "MQTT client %r" % label, parse)
+
+    def get_client(self, client_id):
+        """One MQTT client by client_id; PortalError(kind='not_found') when unknown."""
+        what = "MQTT client %s" % client_id
+        return normalize_client(self._json(self._request("GET", "/publishers/%s" % client_id, what=what), "GET", client_id))
+
+    def update_client(self, client_id, allow_publish=None, allow_subscribe=None):
+        """PATCH allow_publish / allow_subscribe. kind='unsupported' when the portal has no PATCH route."""
+        body = {}
+        if allow_publish is not None:
+            body["allow_publish"] = bool(allow_publish)
+        if allow_subscribe is not None:
+            body["allow_subscribe"] = bool(allow_subscribe)
+        what = "MQTT client %s" % client_id
+        try:
+            response = self._request("PATCH", "/publishers/%s" % client_id, json_body=body, what=what)
+        except PortalError as exc:
+            if exc.kind == "unsupported":
+                _append(exc, "This portal cannot change allow_publish/allow_subscribe in place; deleting and "
+                             "recreating the client (new client_id and password) is the only way.")
+            raise
+        return normalize_client(self._json(response, "PATCH", client_id))
+
+    def _pause_resume(self, client_id, verb):
+        what = "MQTT client %s" % client_id
+        return normalize_client(self._json(self._request("POST", "/publishers/%s/%s" % (client_id, verb), what=what), "POST", client_id))
+
+    def pause_client(self, client_id):
+        """Pause (repeating it is harmless); returns the row."""
+        return self._pause_resume(client_id, "pause")
+
+    def resume_client(self, client_id):
+        """Resume (repeating it is harmless); returns the row."""
+        return self._pause_resume(client_id, "resume")
+
+    def delete_client(self, client_id):
+        """Delete; a 404 means already gone and is not an error."""
+        try:
+            self._request("DELETE", "/publishers/%s" % client_id, what="MQTT client %s" % client_id)
+        except PortalError as exc:
+            if exc.kind != "not_found":
+                raise
+
+    def rotate_password(self, client_id):
+        """Rotate the MQTT password; returns ``(row_or_partial, password)``.
+
+        Never retried after an ambiguous failure: a second rotate would invalidate the
+        password of the first. The error then says how to recover (rotate again).
+        The row holds only the keys the portal sent (at least client_id and username).
+        """
+        path = "/publishers/%s/rotate-credentials" % client_id
+        what = "MQTT client %s" % client_id
+        try:
+            response = self._request("POST", path, idempotent=False, what=what)
+        except _Ambiguous as amb:
+            err = amb.error
+            raise self._error(
+                "Rotating the password of %s: %s The password may have been rotated without the new one reaching us, "
+                "so the old password may no longer work. Recover by rotating again (mqtt_client rotate: true, or list the "
+                "label under recover in mqtt_fleet)." % (what, err.msg), kind=err.kind, status=err.status, detail=err.detail)
+        answer = self._json(response, "POST", path)
+        if not isinstance(answer, dict):
+            raise self._error("The portal's answer to rotating %s is not a JSON object; the password was rotated but lost: "
+                              "rotate again." % what, kind="protocol")
+        password = _dig(answer, "password", "device.password", "new_password", "mqtt_password", "credentials.password")
+        if password is None:
+            raise self._error("The portal rotated the password of %s but its answer carried none (keys: %s); rotate again."
+                              % (what, ", ".join(sorted(answer))), kind="protocol")
+        source = answer.get("device") if isinstance(answer.get("device"), dict) else answer
+        row = normalize_client(dict(source, client_id=source.get("client_id") or source.get("id") or client_id))
+        partial = dict((k, v) for k, v in row.items() if k in source or k in ("client_id", "username"))
+        return partial, password
+
+    # -- read-only subscribers --------------------------------------------------
+
+    def list_subscribers(self):
+        """Every read-only subscriber password entry (all pages), normalised."""
+        return [normalize_subscriber(r) for r in self._list("/subscriber-mqtt-passwords", "read-only subscribers")]
+
+    def create_subscriber(self, label, expires_in_days=30, known_ids=None):
+        """Create a read-only subscriber; returns ``(subscriber, password)``.
+
+        ``expires_in_days=None`` means never expires. Ambiguous failures are handled as in
+        create_client (``known_ids``: ids already seen with this label; password None = lost,
+        revoke and recreate to recover).
+        """
+        body = {"label": label, "expires_in_days": expires_in_days}
+
+        def parse(answer):
+            if not isinstance(answer, dict):
+                raise self._error("The portal's answer to creating subscriber %r is not a JSON object." % label, kind="protocol")
+            row = answer
+            for key in ("subscriber", "device"):
+                if isinstance(answer.get(key), dict):
+                    row = answer[key]
+            password = _dig(answer, "password", "mqtt_password", "credentials.password", "subscriber.password", "device.password")
+            sub = normalize_subscriber(row)
+            if password is None:
+                self._warn("The portal created subscriber %s but its answer carried no password: revoke it and create again." % sub["id"])
+            return sub, password
+
+        return self._create("/subscriber-mqtt-passwords", body, label, known_ids, self.list_subscribers, "id",
+                            "read-only subscriber %r" % label, parse)
+
+    def revoke_subscriber(self, subscriber_id):
+        """Revoke (delete); a 404 means already gone and is not an error."""
+        try:
+            self._request("DELETE", "/subscriber-mqtt-passwords/%s" % subscriber_id, what="subscriber %s" % subscriber_id)
+        except PortalError as exc:
+            if exc.kind != "not_found":
+                raise
+
+
+# ---------------------------------------------------------------------------
+# Module glue
+# ---------------------------------------------------------------------------
+
+def portal_argument_spec():
+    """The connection options every module accepts (documented in doc fragment isr.mqtt.portal)."""
+    return dict(
+        portal_url=dict(type="str", fallback=(env_fallback, ["ISR_PORTAL_URL"])),
+        api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["ISR_PORTAL_TOKEN"])),
+        validate_certs=dict(type="bool", default=True),
+        ca_path=dict(type="path"),
+        timeout=dict(type="int", default=30),
+        rate_limit_max_wait=dict(type="int", default=300),
+    )
+
+
+def client_from_module(module, pool_size=None):
+    """A PortalClient from the module's options; fails the module with a clear message on bad options."""
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+    params = module.params
+    if not params.get("portal_url"):
+        module.fail_json(msg="portal_url is required: set the portal_url option or the ISR_PORTAL_URL environment variable "
+                             "(for example https://mqtt.ishareradio.com).")
+    if not params.get("api_token"):
+        module.fail_json(msg="api_token is required: set the api_token option or the ISR_PORTAL_TOKEN environment variable "
+                             "(a token starting with isr_mqtt_rest_, made under Settings -> REST API tokens in the portal).")
+    timeout = params.get("timeout")
+    if timeout is None or timeout <= 0:
+        module.fail_json(msg="timeout must be a positive number of seconds, got %r." % (timeout,))
+    max_wait = params.get("rate_limit_max_wait")
+    if max_wait is None or max_wait < 0:
+        module.fail_json(msg="rate_limit_max_wait must be 0 or more seconds, got %r." % (max_wait,))
+    try:
+        return PortalClient(params["portal_url"], params["api_token"], validate_certs=params.get("validate_certs", True),
+                            ca_path=params.get("ca_path"), timeout=timeout, rate_limit_max_wait=max_wait,
+                            warn=module.warn, pool_size=pool_size or 10)
+    except PortalError as exc:
+        module.fail_json(**exc.to_fail_kwargs())

@@ -1,0 +1,851 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) isr.mqtt contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Unit tests of the shared portal client, over a fake transport (a requests adapter, no network)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
+    CLIENT_KEYS,
+    SUBSCRIBER_KEYS,
+    PortalClient,
+    PortalError,
+    base_url,
+    client_from_module,
+    portal_argument_spec,
+)
+
+TOKEN = "isr_mqtt_rest_s3cr3t-token-value"
+ORIGIN = "https://portal.test"
+BASE = ORIGIN + "/api/v1/subscriber"
+
+
+def row(client_id="pub-000000000001", label="dev-1", **extra):
+    data = {"client_id": client_id, "label": label, "username": client_id, "topic": "acc/%s/#" % client_id,
+            "paused": False, "allow_publish": True, "allow_subscribe": False, "history_topic_prefix": "acc/" + client_id,
+            "created_at": "2026-11-26T00:00:00Z", "rotated_at": "2026-11-26T00:00:00Z"}
+    data.update(extra)
+    return data
+
+
+def sub_row(sub_id="sub-000000000001", label="grafana", **extra):
+    data = {"id": sub_id, "username": sub_id, "label": label, "subscribe_filter": "acc/#",
+            "created_at": "2026-11-26T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z", "expired": False}
+    data.update(extra)
+    return data
+
+
+def refused():
+    """What requests raises when nothing listens on the port: the request was never sent."""
+    return requests.exceptions.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "Connection refused")))
+
+
+def dropped():
+    """What requests raises when the server closes the connection after reading the request."""
+    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")))
+
+
+class FakeTransport(BaseAdapter):
+    """A requests adapter answering from a script: a list of answers, or a callable(request) -> answer.
+
+    An answer is ``(status, body)``, ``(status, body, headers)`` or an exception instance to raise.
+    """
+
+    def __init__(self, script):
+        super(FakeTransport, self).__init__()
+        self.script = script
+        self.calls = []
+        self.lock = threading.Lock()
+
+    def send(self, request, **kwargs):
+        with self.lock:
+            self.calls.append({"method": request.method, "url": request.url, "headers": dict(request.headers),
+                               "body": json.loads(request.body) if request.body else None, "kwargs": kwargs})
+            if callable(self.script):
+                answer = self.script(request)
+            else:
+                assert self.script, "unexpected request %s %s" % (request.method, request.url)
+                answer = self.script.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        status, body = answer[0], answer[1]
+        headers = answer[2] if len(answer) > 2 else {}
+        response = requests.Response()
+        response.status_code = status
+        if isinstance(body, (bytes, str)):
+            response._content = body.encode() if isinstance(body, str) else body
+        else:
+            response._content = json.dumps(body).encode() if body is not None else b""
+            headers = dict({"Content-Type": "application/json"}, **headers)
+        response.headers = CaseInsensitiveDict(headers)
+        response.url = request.url
+        response.request = request
+        return response
+
+    def close(self):
+        pass
+
+
+class Harness(object):
+    """A client wired to a FakeTransport, with a fake clock that sleeping advances."""
+
+    def __init__(self, script, **kwargs):
+        self.now = 1000.0
+        self.sleeps = []
+        self.warnings = []
+        kwargs.setdefault("warn", self.warnings.append)
+        self.client = PortalClient(kwargs.pop("portal_url", ORIGIN), kwargs.pop("api_token", TOKEN), **kwargs)
+        self.client._sleep = self.sleep
+        self.client._clock = lambda: self.now
+        self.transport = FakeTransport(script)
+        self.client.session.mount("https://", self.transport)
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    @property
+    def calls(self):
+        return self.transport.calls
+
+
+@pytest.fixture(autouse=True)
+def no_jitter(monkeypatch):
+    """Make the jitter deterministic: uniform() returns its upper bound, so waits are exactly the cap."""
+    monkeypatch.setattr(_portal.random, "uniform", lambda low, high: high)
+
+
+def assert_no_token(error):
+    assert TOKEN not in str(error)
+    assert TOKEN not in repr(error.to_fail_kwargs())
+
+
+# ---------------------------------------------------------------- URL and session
+
+@pytest.mark.parametrize("given", [ORIGIN, ORIGIN + "/", ORIGIN + "/api/v1/subscriber", ORIGIN + "/api/v1/subscriber/", " %s " % ORIGIN])
+def test_base_url_accepts_origin_or_api_url(given):
+    assert base_url(given) == BASE
+
+
+@pytest.mark.parametrize("given", ["portal.test", "ftp://portal.test", "", None, "https://"])
+def test_base_url_rejects_bad_urls(given):
+    with pytest.raises(PortalError) as info:
+        base_url(given)
+    assert info.value.kind == "validation"
+    assert "portal_url" in info.value.msg
+
+
+def test_session_sends_bearer_token_timeout_and_verifies_tls(monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    h = Harness([(200, [])], timeout=12)
+    h.client.list_clients()
+    call = h.calls[0]
+    assert call["headers"]["Authorization"] == "Bearer " + TOKEN
+    assert call["kwargs"]["timeout"] == 12
+    assert call["kwargs"]["verify"] is True
+    assert h.warnings == []
+
+
+def test_ca_path_is_used_for_verification(monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")  # must not win over ca_path
+    h = Harness([(200, [])], ca_path="/etc/ssl/private-ca.pem")
+    h.client.list_clients()
+    assert h.calls[0]["kwargs"]["verify"] == "/etc/ssl/private-ca.pem"
+
+
+def test_validate_certs_false_disables_verification_and_warns():
+    h = Harness([(200, [])], validate_certs=False, ca_path="/ignored.pem")
+    h.client.list_clients()
+    assert h.calls[0]["kwargs"]["verify"] is False
+    assert len(h.warnings) == 1 and "validate_certs is false" in h.warnings[0]
+
+
+def test_pool_size_sets_the_adapter_pool():
+    client = PortalClient(ORIGIN, TOKEN, pool_size=32)
+    adapter = client.session.get_adapter(BASE)
+    assert adapter._pool_maxsize == 32 and adapter._pool_connections == 32
+
+
+def test_empty_token_is_refused():
+    with pytest.raises(PortalError) as info:
+        PortalClient(ORIGIN, "")
+    assert "ISR_PORTAL_TOKEN" in info.value.msg
+
+
+# ---------------------------------------------------------------- pagination and list envelopes
+
+def test_list_asks_for_big_pages_and_normalises_rows():
+    h = Harness([(200, {"items": [row(extra_field="x")], "page": 1, "page_size": 1000, "total": 1, "next": None})])
+    rows = h.client.list_clients()
+    assert h.calls[0]["url"] == BASE + "/publishers?page=1&page_size=1000"
+    assert list(rows[0]) == list(CLIENT_KEYS)
+    assert rows[0]["client_id"] == "pub-000000000001" and rows[0]["publish_topic"] is None
+
+
+@pytest.mark.parametrize("key", ["items", "data", "publishers", "clients", "results"])
+def test_list_rows_under_any_wrapper_key(key):
+    h = Harness([(200, {key: [row()]})])
+    assert [r["client_id"] for r in h.client.list_clients()] == ["pub-000000000001"]
+
+
+def test_list_bare_array_is_one_page():
+    h = Harness([(200, [row("pub-a"), row("pub-b")])])
+    assert [r["client_id"] for r in h.client.list_clients()] == ["pub-a", "pub-b"]
+    assert len(h.calls) == 1
+
+
+def test_list_without_rows_is_a_protocol_error():
+    h = Harness([(200, {"something": 1})])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert info.value.kind == "protocol" and "items" in info.value.msg
+
+
+@pytest.mark.parametrize("envelope", [
+    lambda url: {"next": url},
+    lambda url: {"next_url": url},
+    lambda url: {"links": {"next": url}},
+])
+@pytest.mark.parametrize("absolute", [True, False])
+def test_list_follows_next_links(envelope, absolute):
+    second = "/api/v1/subscriber/publishers?page=2&page_size=1000"
+    link = ORIGIN + second if absolute else second
+    page1 = dict(envelope(link), items=[row("pub-a")])
+    page2 = dict(envelope(None), items=[row("pub-b")])
+    h = Harness([(200, page1), (200, page2)])
+    assert [r["client_id"] for r in h.client.list_clients()] == ["pub-a", "pub-b"]
+    assert h.calls[1]["url"] == ORIGIN + second
+
+
+def test_list_computes_next_page_from_page_size_and_total():
+    h = Harness([
+        (200, {"data": [row("pub-a"), row("pub-b")], "page": 1, "page_size": 2, "total": 3}),
+        (200, {"data": [row("pub-c")], "page": 2, "page_size": 2, "total": 3}),
+    ])
+    assert [r["client_id"] for r in h.client.list_clients()] == ["pub-a", "pub-b", "pub-c"]
+    assert h.calls[1]["url"] == BASE + "/publishers?page=2&page_size=2"
+
+
+def test_list_stops_on_empty_page_even_if_next_is_given():
+    h = Harness([(200, {"items": [row()], "next": "?page=2"}), (200, {"items": [], "next": "?page=3"})])
+    assert len(h.client.list_clients()) == 1
+    assert len(h.calls) == 2
+
+
+def test_list_detects_a_page_cycle():
+    link = BASE + "/publishers?page=2&page_size=1000"
+    h = Harness(lambda request: (200, {"items": [row()], "next": link}))
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert info.value.kind == "protocol" and "loops" in info.value.msg
+    assert len(h.calls) == 2
+
+
+def test_list_refuses_a_next_link_to_another_host():
+    h = Harness([(200, {"items": [row()], "next": "https://evil.test/steal?page=2"})])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert "another host" in info.value.msg
+    assert len(h.calls) == 1
+
+
+# ---------------------------------------------------------------- row variants
+
+@pytest.mark.parametrize("fields, paused", [
+    ({"paused": True}, True), ({"paused": False}, False), ({"is_paused": True}, True), ({"pause": "true"}, True),
+    ({"paused": 1}, True), ({"paused": "no"}, False), ({"paused": "maybe"}, False),
+    ({"status": "paused"}, True), ({"status": "active"}, False), ({"state": "PAUSED"}, True), ({"state": "weird"}, False),
+    ({}, False), ({"paused": None, "status": "paused"}, True),
+])
+def test_pause_flag_variants(fields, paused):
+    data = row()
+    del data["paused"]
+    data.update(fields)
+    h = Harness([(200, [data])])
+    assert h.client.list_clients()[0]["paused"] is paused
+
+
+def test_row_defaults_and_id_variant():
+    h = Harness([(200, [{"id": "pub-x", "label": "l"}])])
+    got = h.client.list_clients()[0]
+    assert got["client_id"] == "pub-x" and got["username"] == "pub-x"
+    assert got["allow_publish"] is True and got["allow_subscribe"] is False
+
+
+@pytest.mark.parametrize("bad", [{"label": "no id"}, "not-an-object"])
+def test_row_without_client_id_is_a_protocol_error(bad):
+    h = Harness([(200, [bad])])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert info.value.kind == "protocol"
+
+
+# ---------------------------------------------------------------- create
+
+@pytest.mark.parametrize("answer", [
+    {"device": dict(row(), password="pw"), "publish_topic": "acc/pub-000000000001/"},
+    dict(row(), password="pw", publish_topic="acc/pub-000000000001/"),
+    dict(row(), credentials={"password": "pw"}, publish_topic="acc/pub-000000000001/"),
+    {"device": row(), "mqtt_password": "pw", "publish_topic": "acc/pub-000000000001/"},
+])
+def test_create_client_password_and_row_variants(answer):
+    h = Harness([(201, answer)])
+    client, password = h.client.create_client("dev-1", allow_subscribe=True, known_client_ids=set())
+    assert password == "pw"
+    assert client["client_id"] == "pub-000000000001" and client["publish_topic"] == "acc/pub-000000000001/"
+    assert h.calls[0]["body"] == {"label": "dev-1", "allow_publish": True, "allow_subscribe": True}
+    assert h.calls[0]["method"] == "POST" and h.calls[0]["url"] == BASE + "/publishers"
+
+
+def test_create_client_without_password_in_answer_warns():
+    h = Harness([(201, {"device": row()})])
+    client, password = h.client.create_client("dev-1", known_client_ids=set())
+    assert password is None
+    assert "rotate" in h.warnings[0]
+
+
+def test_create_client_without_known_ids_lists_first():
+    h = Harness([(200, [row("pub-old")]), (201, {"device": dict(row("pub-new"), password="pw")})])
+    assert h.client.create_client("dev-1")[0]["client_id"] == "pub-new"
+    assert [c["method"] for c in h.calls] == ["GET", "POST"]
+
+
+@pytest.mark.parametrize("failure", [requests.exceptions.ReadTimeout("read timed out"), dropped(),
+                                     (502, {"detail": "bad gateway"}), (504, "gateway timeout")])
+def test_ambiguous_create_adopts_the_row_that_appeared(failure):
+    old = row("pub-old", "dev-1")
+    new = row("pub-new", "dev-1")
+    other = row("pub-other", "other-label")
+    h = Harness([failure, (200, [old, new, other])])
+    client, password = h.client.create_client("dev-1", known_client_ids={"pub-old"})
+    assert client["client_id"] == "pub-new" and password is None
+    assert [c["method"] for c in h.calls] == ["POST", "GET"]
+    assert "password was lost" in h.warnings[0] and "rotate" in h.warnings[0]
+
+
+def test_ambiguous_create_retries_when_nothing_appeared():
+    h = Harness([dropped(), (200, [row("pub-old", "dev-1")]), (201, {"device": dict(row("pub-new"), password="pw")})])
+    client, password = h.client.create_client("dev-1", known_client_ids={"pub-old"})
+    assert (client["client_id"], password) == ("pub-new", "pw")
+    assert [c["method"] for c in h.calls] == ["POST", "GET", "POST"]
+    assert h.client.stats["retries"] == 1 and h.sleeps == [0.5]
+
+
+def test_ambiguous_create_gives_up_after_max_retries():
+    h = Harness(lambda request: (200, []) if request.method == "GET" else (502, {"detail": "bad gateway"}), max_retries=2)
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "server" and "Nothing was created" in info.value.msg and "2 retries" in info.value.msg
+    assert [c["method"] for c in h.calls] == ["POST", "GET"] * 3
+
+
+def test_ambiguous_create_with_several_new_rows_is_a_conflict():
+    h = Harness([dropped(), (200, [row("pub-a", "dev-1"), row("pub-b", "dev-1")])])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "conflict" and "pub-a" in info.value.msg and "pub-b" in info.value.msg
+
+
+@pytest.mark.parametrize("failure", [refused(), requests.exceptions.ConnectTimeout("connect timeout"),
+                                     (503, {"detail": "broker down", "code": "broker_unavailable"})])
+def test_create_is_repeated_without_listing_when_nothing_happened(failure):
+    h = Harness([failure, (201, {"device": dict(row(), password="pw")})])
+    assert h.client.create_client("dev-1", known_client_ids=set())[1] == "pw"
+    assert [c["method"] for c in h.calls] == ["POST", "POST"]
+
+
+def test_create_is_not_retried_on_client_errors():
+    h = Harness([(422, {"detail": [{"loc": ["body", "label"], "msg": "String should have at most 64 characters"}]})])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("x" * 65, known_client_ids=set())
+    assert info.value.kind == "validation" and "label: String should have at most 64 characters" in info.value.msg
+    assert len(h.calls) == 1
+
+
+def test_plan_limit_names_limit_active_and_the_way_out():
+    h = Harness([(409, {"detail": "client limit reached", "code": "plan_limit", "limit": 10, "active": 10})])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    err = info.value
+    assert err.kind == "plan_limit" and err.status == 409
+    assert "10 of 10" in err.msg and "Delete or revoke" in err.msg and "Subscriptions" in err.msg
+
+
+def test_create_500_is_not_retried_but_warns_it_may_have_happened():
+    h = Harness([(500, {"detail": "boom"})])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "server" and "may have created it" in info.value.msg and len(h.calls) == 1
+
+
+def test_empty_answer_where_a_row_is_expected():
+    h = Harness([(200, b"")])
+    with pytest.raises(PortalError) as info:
+        h.client.pause_client("pub-1")
+    assert info.value.kind == "protocol"
+
+
+def test_create_answer_that_is_not_an_object():
+    h = Harness([(201, [1, 2])])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "protocol"
+
+
+# ---------------------------------------------------------------- rotate
+
+@pytest.mark.parametrize("answer", [
+    {"client_id": "pub-1", "username": "pub-1", "password": "new", "rotated_at": "t"},
+    {"device": {"client_id": "pub-1", "username": "pub-1", "password": "new", "rotated_at": "t"}},
+    {"client_id": "pub-1", "new_password": "new", "rotated_at": "t"},
+    {"mqtt_password": "new", "rotated_at": "t"},
+])
+def test_rotate_password_variants_and_partial_row(answer):
+    h = Harness([(200, answer)])
+    partial, password = h.client.rotate_password("pub-1")
+    assert password == "new"
+    assert partial == {"client_id": "pub-1", "username": "pub-1", "rotated_at": "t"}
+    assert h.calls[0]["url"] == BASE + "/publishers/pub-1/rotate-credentials"
+
+
+def test_rotate_full_row_answer_is_normalised():
+    h = Harness([(200, dict(row("pub-1"), password="new"))])
+    partial, password = h.client.rotate_password("pub-1")
+    assert set(partial) == set(CLIENT_KEYS) - {"publish_topic"}
+
+
+@pytest.mark.parametrize("failure", [requests.exceptions.ReadTimeout("read timed out"), dropped(),
+                                     (502, {"detail": "bad gateway"}), (503, {"detail": "unavailable"})])
+def test_ambiguous_rotate_is_never_retried_and_says_how_to_recover(failure):
+    h = Harness([failure])
+    with pytest.raises(PortalError) as info:
+        h.client.rotate_password("pub-1")
+    assert len(h.calls) == 1
+    assert "may have been rotated" in info.value.msg and "rotate" in info.value.msg and "recover" in info.value.msg
+    assert_no_token(info.value)
+
+
+@pytest.mark.parametrize("failure", [refused(), (503, {"detail": "broker down", "code": "broker_unavailable"})])
+def test_rotate_is_repeated_when_nothing_happened(failure):
+    h = Harness([failure, (200, {"client_id": "pub-1", "password": "new"})])
+    assert h.client.rotate_password("pub-1")[1] == "new"
+    assert len(h.calls) == 2
+
+
+@pytest.mark.parametrize("answer", [{"client_id": "pub-1"}, ["x"]])
+def test_rotate_answer_without_password_is_an_error(answer):
+    h = Harness([(200, answer)])
+    with pytest.raises(PortalError) as info:
+        h.client.rotate_password("pub-1")
+    assert info.value.kind == "protocol" and "rotate again" in info.value.msg
+
+
+def test_rotate_answer_that_is_not_json():
+    h = Harness([(200, "<html>oops</html>", {"Content-Type": "text/html"})])
+    with pytest.raises(PortalError) as info:
+        h.client.rotate_password("pub-1")
+    assert info.value.kind == "protocol" and "not JSON" in info.value.msg
+
+
+# ---------------------------------------------------------------- idempotent writes
+
+def test_pause_resume_get_patch_and_delete_routes():
+    h = Harness([(200, row(paused=True)), (200, row()), (200, row()), (200, row(allow_subscribe=True)), (204, None)])
+    assert h.client.pause_client("pub-1")["paused"] is True
+    assert h.client.resume_client("pub-1")["paused"] is False
+    assert h.client.get_client("pub-1")["client_id"] == "pub-000000000001"
+    assert h.client.update_client("pub-1", allow_subscribe=True)["allow_subscribe"] is True
+    assert h.client.delete_client("pub-1") is None
+    assert [(c["method"], c["url"][len(BASE):]) for c in h.calls] == [
+        ("POST", "/publishers/pub-1/pause"), ("POST", "/publishers/pub-1/resume"), ("GET", "/publishers/pub-1"),
+        ("PATCH", "/publishers/pub-1"), ("DELETE", "/publishers/pub-1")]
+    assert h.calls[3]["body"] == {"allow_subscribe": True}
+
+
+def test_update_sends_both_fields():
+    h = Harness([(200, row())])
+    h.client.update_client("pub-1", allow_publish=False, allow_subscribe=False)
+    assert h.calls[0]["body"] == {"allow_publish": False, "allow_subscribe": False}
+
+
+def test_update_without_patch_route_is_unsupported():
+    h = Harness([(405, {"detail": "Method Not Allowed"})])
+    with pytest.raises(PortalError) as info:
+        h.client.update_client("pub-1", allow_publish=False)
+    assert info.value.kind == "unsupported" and info.value.status == 405 and "recreating" in info.value.msg
+
+
+def test_update_other_errors_pass_through():
+    h = Harness([(404, {"detail": "not found"})])
+    with pytest.raises(PortalError) as info:
+        h.client.update_client("pub-1", allow_publish=False)
+    assert info.value.kind == "not_found"
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.delete_client("pub-1"),
+    lambda c: c.revoke_subscriber("sub-1"),
+])
+def test_delete_404_means_already_gone(call):
+    h = Harness([(404, {"detail": "not found", "code": "not_found"})])
+    assert call(h.client) is None
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.delete_client("pub-1"),
+    lambda c: c.revoke_subscriber("sub-1"),
+])
+def test_delete_other_errors_raise(call):
+    h = Harness([(403, {"detail": "add-on"})])
+    with pytest.raises(PortalError) as info:
+        call(h.client)
+    assert info.value.kind == "addon"
+
+
+@pytest.mark.parametrize("call, ok", [
+    (lambda c: c.pause_client("pub-1"), (200, row())),
+    (lambda c: c.resume_client("pub-1"), (200, row())),
+    (lambda c: c.update_client("pub-1", allow_publish=True), (200, row())),
+    (lambda c: c.delete_client("pub-1"), (204, None)),
+    (lambda c: c.list_clients(), (200, [])),
+])
+@pytest.mark.parametrize("failure", [(502, {}), (503, {}), (504, {}), dropped(), requests.exceptions.ReadTimeout("t")])
+def test_idempotent_requests_are_retried(call, ok, failure):
+    h = Harness([failure, failure, ok])
+    call(h.client)
+    assert len(h.calls) == 3
+    assert h.client.stats == {"requests": 3, "retries": 2, "rate_limit_waited": 0.0}
+
+
+def test_backoff_doubles_up_to_the_cap_and_gives_up():
+    h = Harness(lambda request: (503, {"detail": "unavailable"}), max_retries=6)
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert h.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert len(h.calls) == 7
+    assert info.value.kind == "server" and info.value.status == 503 and "Gave up after 6 retries" in info.value.msg
+
+
+def test_backoff_is_jittered_between_half_and_full_delay(monkeypatch):
+    monkeypatch.setattr(_portal.random, "uniform", lambda low, high: low)
+    h = Harness(lambda request: (502, {}))
+    with pytest.raises(PortalError):
+        h.client.list_clients()
+    assert h.sleeps == [0.25, 0.5, 1.0, 2.0]
+    assert len(h.calls) == 5  # max_retries defaults to 4
+
+
+def test_no_retries_when_max_retries_is_zero():
+    h = Harness(lambda request: (502, {}), max_retries=0)
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert len(h.calls) == 1 and "Gave up" not in info.value.msg
+
+
+def test_500_and_4xx_are_not_retried():
+    for status in (500, 400, 401, 404, 409):
+        h = Harness(lambda request: (status, {"detail": "no"}))
+        with pytest.raises(PortalError):
+            h.client.pause_client("pub-1")
+        assert len(h.calls) == 1, status
+
+
+# ---------------------------------------------------------------- rate limit
+
+def test_429_waits_retry_after_and_warns():
+    h = Harness([(429, {"detail": "slow down"}, {"Retry-After": "3"}), (200, [])])
+    assert h.client.list_clients() == []
+    assert h.sleeps == [3.0]
+    assert h.client.stats["rate_limit_waited"] == 3.0 and h.client.stats["retries"] == 0
+    assert "waiting 3 s" in h.warnings[0] and "297 s of rate_limit_max_wait left" in h.warnings[0]
+
+
+def test_429_without_retry_after_waits_a_minimum():
+    h = Harness([(429, {}), (429, {}, {"Retry-After": "soon"}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [1.0, 1.0]
+
+
+def test_429_past_the_ceiling_fails_without_waiting():
+    h = Harness([(429, {}, {"Retry-After": "3"}), (429, {}, {"Retry-After": "3"})], rate_limit_max_wait=5)
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert h.sleeps == [3.0]
+    err = info.value
+    assert err.kind == "rate_limit" and err.status == 429
+    assert "rate_limit_max_wait" in err.msg and "2 s" in err.msg
+    assert_no_token(err)
+
+
+def test_429_with_zero_budget_fails_at_once():
+    h = Harness([(429, {}, {"Retry-After": "1"})], rate_limit_max_wait=0)
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert info.value.kind == "rate_limit" and h.sleeps == []
+
+
+def test_429_on_create_and_rotate_is_safe_to_repeat():
+    h = Harness([(429, {}, {"Retry-After": "2"}), (201, {"device": dict(row(), password="pw")}),
+                 (429, {}, {"Retry-After": "2"}), (200, {"password": "new"})])
+    assert h.client.create_client("dev-1", known_client_ids=set())[1] == "pw"
+    assert h.client.rotate_password("pub-1")[1] == "new"
+    assert h.sleeps == [2.0, 2.0] and len(h.calls) == 4
+
+
+def test_remaining_zero_waits_for_reset_before_the_next_request():
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "7"}), (200, row())])
+    h.client.list_clients()
+    assert h.sleeps == []
+    h.client.pause_client("pub-1")
+    assert h.sleeps == [7.0] and h.client.stats["rate_limit_waited"] == 7.0
+    assert "X-RateLimit-Reset" in h.warnings[0]
+
+
+def test_remaining_zero_past_the_ceiling_fails_before_sending():
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3600"})], rate_limit_max_wait=60)
+    h.client.list_clients()
+    with pytest.raises(PortalError) as info:
+        h.client.pause_client("pub-1")
+    assert info.value.kind == "rate_limit" and info.value.status is None
+    assert len(h.calls) == 1 and h.sleeps == []
+
+
+def test_remaining_above_zero_does_not_pace():
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "4", "X-RateLimit-Reset": "7"}), (200, row())])
+    h.client.list_clients()
+    h.client.pause_client("pub-1")
+    assert h.sleeps == []
+
+
+def test_concurrent_waits_for_the_same_moment_count_once():
+    h = Harness([])
+    h.client._rate_limit_wait(10, "test")
+    h.now -= 10  # a second thread that started waiting at the same moment
+    h.client._rate_limit_wait(10, "test")
+    assert h.client.stats["rate_limit_waited"] == 10.0
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("status, body, kind, words", [
+    (401, {"detail": "token expired", "code": "token_invalid"}, "auth", ["api_token", "ISR_PORTAL_TOKEN", "token expired"]),
+    (403, {"detail": "Mgmt REST API add-on required", "code": "addon_required"}, "addon", ["Mgmt REST API", "Subscriptions"]),
+    (404, {"detail": "no such client"}, "not_found", ["pub-1", "no such client"]),
+    (405, {"detail": "Method Not Allowed"}, "unsupported", ["405"]),
+    (409, {"detail": "busy"}, "conflict", ["busy"]),
+    (422, {"detail": [{"loc": ["query", "page_size"], "msg": "too big"}, {"loc": [], "msg": "bad"}, "odd"]},
+     "validation", ["page_size: too big", "bad", "odd"]),
+    (400, {"message": "top-level message"}, "validation", ["top-level message"]),
+    (418, {"error": "teapot"}, "protocol", ["418", "teapot"]),
+    (500, {"detail": {"message": "boom"}}, "server", ["500", "boom"]),
+    (500, {"detail": {"other": 1}}, "server", ['{"other": 1}']),
+    (500, "plain text failure", "server", ["plain text failure"]),
+    (500, ["list body"], "server", ["500"]),
+])
+def test_error_messages(status, body, kind, words):
+    h = Harness([(status, body)])
+    with pytest.raises(PortalError) as info:
+        h.client.get_client("pub-1")
+    err = info.value
+    assert (err.kind, err.status) == (kind, status)
+    for word in words:
+        assert word in err.msg
+    assert_no_token(err)
+
+
+def test_401_hints_at_a_token_without_the_prefix():
+    h = Harness([(401, {"detail": "bad token"})], api_token="not-a-portal-token")
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert "isr_mqtt_rest_" in info.value.msg and "not-a-portal-token" not in info.value.msg
+
+
+@pytest.mark.parametrize("exc, kind, words", [
+    (requests.exceptions.SSLError("certificate verify failed"), "tls", ["ca_path", "validate_certs"]),
+    (requests.exceptions.ConnectTimeout("connect timed out"), "timeout", ["timeout=30"]),
+    (requests.exceptions.ReadTimeout("read timed out"), "timeout", ["timeout option"]),
+    (refused(), "connection", ["portal_url", "ISR_PORTAL_URL"]),
+])
+def test_network_error_messages(exc, kind, words):
+    h = Harness(lambda request: exc)
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert info.value.kind == kind and info.value.status is None
+    for word in words:
+        assert word in info.value.msg
+    assert len(h.calls) == (1 if kind == "tls" else 5)  # TLS failures are not retried
+
+
+def test_token_is_scrubbed_from_portal_details_and_exception_texts():
+    h = Harness([(422, {"detail": "bad header Bearer %s" % TOKEN})])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert_no_token(info.value)
+    assert "<api_token>" in info.value.msg and TOKEN not in info.value.detail
+    h = Harness(lambda request: requests.exceptions.ConnectionError("refused for %s" % TOKEN))
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert_no_token(info.value)
+
+
+def test_to_fail_kwargs():
+    err = PortalError("it broke", kind="server", status=503, detail="down")
+    assert err.to_fail_kwargs(changed=True) == {"msg": "it broke", "changed": True,
+                                                "error": {"kind": "server", "status": 503, "detail": "down"}}
+    assert str(err) == "it broke"
+
+
+# ---------------------------------------------------------------- subscribers
+
+def test_subscribers_list_create_and_normalise():
+    h = Harness([
+        (200, {"items": [sub_row(), sub_row("sub-2", expires_at="2000-01-01T00:00:00Z", expired=None),
+                         {"username": "sub-3", "label": "x", "expires_at": None}], "next": None}),
+        (201, dict(sub_row("sub-4", "new"), password="pw")),
+        (201, {"subscriber": sub_row("sub-5", "nested"), "mqtt_password": "pw5"}),
+    ])
+    subs = h.client.list_subscribers()
+    assert h.calls[0]["url"] == BASE + "/subscriber-mqtt-passwords?page=1&page_size=1000"
+    assert [list(s) for s in subs] == [list(SUBSCRIBER_KEYS)] * 3
+    assert [s["expired"] for s in subs] == [False, True, False]
+    assert subs[2]["id"] == "sub-3"
+    sub, password = h.client.create_subscriber("new", expires_in_days=None, known_ids=set())
+    assert (sub["id"], password) == ("sub-4", "pw")
+    assert h.calls[1]["body"] == {"label": "new", "expires_in_days": None}
+    sub, password = h.client.create_subscriber("nested", known_ids=set())
+    assert (sub["id"], sub["label"], password) == ("sub-5", "nested", "pw5")
+
+
+@pytest.mark.parametrize("expires_at, expired", [("2000-01-01T00:00:00", True), ("garbage", False), (None, False)])
+def test_subscriber_expiry_is_computed_when_the_flag_is_missing(expires_at, expired):
+    data = sub_row(expires_at=expires_at)
+    del data["expired"]
+    assert _portal.normalize_subscriber(data)["expired"] is expired
+
+
+def test_subscriber_without_id_or_object_is_a_protocol_error():
+    for bad in ({"label": "x"}, 7):
+        with pytest.raises(PortalError):
+            _portal.normalize_subscriber(bad)
+
+
+def test_ambiguous_subscriber_create_adopts_the_new_entry():
+    h = Harness([dropped(), (200, [sub_row("sub-new", "grafana")])])
+    sub, password = h.client.create_subscriber("grafana", known_ids=set())
+    assert sub["id"] == "sub-new" and password is None
+
+
+def test_subscriber_create_answer_variants():
+    h = Harness([(201, sub_row()), (201, "[]")])
+    assert h.client.create_subscriber("grafana", known_ids=set())[1] is None
+    assert "revoke" in h.warnings[0]
+    with pytest.raises(PortalError):
+        h.client.create_subscriber("grafana", known_ids=set())
+
+
+# ---------------------------------------------------------------- threads
+
+def test_stats_are_thread_safe():
+    h = Harness(lambda request: (200, []), pool_size=8)
+    barrier = threading.Barrier(8)
+
+    def work():
+        barrier.wait()
+        for dummy in range(50):
+            h.client.list_clients()
+
+    threads = [threading.Thread(target=work) for dummy in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert h.client.stats["requests"] == 400 and len(h.calls) == 400
+
+
+# ---------------------------------------------------------------- module glue
+
+class FailJson(Exception):
+    pass
+
+
+class FakeModule(object):
+    def __init__(self, **params):
+        self.params = dict(portal_url=ORIGIN, api_token=TOKEN, validate_certs=True, ca_path=None, timeout=30,
+                           rate_limit_max_wait=300)
+        self.params.update(params)
+        self.warnings = []
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+    def fail_json(self, **kwargs):
+        raise FailJson(kwargs)
+
+
+def test_portal_argument_spec_shape():
+    spec = portal_argument_spec()
+    assert set(spec) == {"portal_url", "api_token", "validate_certs", "ca_path", "timeout", "rate_limit_max_wait"}
+    assert spec["api_token"]["no_log"] is True
+    assert spec["api_token"]["fallback"][1] == ["ISR_PORTAL_TOKEN"]
+    assert spec["portal_url"]["fallback"][1] == ["ISR_PORTAL_URL"]
+    assert spec["validate_certs"]["default"] is True and spec["timeout"]["default"] == 30
+    assert spec["rate_limit_max_wait"]["default"] == 300
+    assert not any(option.get("required") for option in spec.values())
+
+
+def test_portal_argument_spec_env_fallbacks(monkeypatch):
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    monkeypatch.setenv("ISR_PORTAL_URL", ORIGIN)
+    monkeypatch.setenv("ISR_PORTAL_TOKEN", TOKEN)
+    result = ArgumentSpecValidator(portal_argument_spec()).validate({})
+    assert result.error_messages == []
+    assert result.validated_parameters["portal_url"] == ORIGIN and result.validated_parameters["api_token"] == TOKEN
+    assert TOKEN in result._no_log_values
+
+
+def test_client_from_module_builds_a_client_that_warns_through_the_module():
+    module = FakeModule(validate_certs=False, timeout=5)
+    client = client_from_module(module, pool_size=16)
+    assert client.base == BASE and client.timeout == 5 and client.session.verify is False
+    assert client.session.get_adapter(BASE)._pool_maxsize == 16
+    assert "validate_certs" in module.warnings[0]
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"portal_url": None}, ["portal_url", "ISR_PORTAL_URL"]),
+    ({"api_token": ""}, ["api_token", "ISR_PORTAL_TOKEN"]),
+    ({"timeout": 0}, ["timeout"]),
+    ({"rate_limit_max_wait": -1}, ["rate_limit_max_wait"]),
+    ({"portal_url": "portal.test"}, ["portal_url", "https://"]),
+])
+def test_client_from_module_fails_clearly(params, words):
+    with pytest.raises(FailJson) as info:
+        client_from_module(FakeModule(**params))
+    kwargs = info.value.args[0]
+    for word in words:
+        assert word in kwargs["msg"]
+    assert TOKEN not in repr(kwargs)
+
+
+def test_client_from_module_without_requests(monkeypatch):
+    monkeypatch.setattr(_portal, "HAS_REQUESTS", False)
+    monkeypatch.setattr(_portal, "REQUESTS_IMPORT_ERROR", "Traceback: no module named requests")
+    with pytest.raises(FailJson) as info:
+        client_from_module(FakeModule())
+    kwargs = info.value.args[0]
+    assert "requests" in kwargs["msg"] and kwargs["exception"] == "Traceback: no module named requests"
+    with pytest.raises(PortalError):
+        PortalClient(ORIGIN, TOKEN)
