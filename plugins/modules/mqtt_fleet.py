@@ -1,0 +1,469 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) isr.mqtt contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mqtt_fleet
+short_description: Reconcile a whole fleet of MQTT clients on the iShareRadio MQTT portal in one run
+version_added: 0.1.0
+description:
+  - Brings many MQTT clients (I(Single device) publisher credentials) in line with a list, in one module run:
+    one list request for the portal's state (all pages), one shared plan, then only the necessary writes,
+    several at a time over one HTTP session.
+  - Clients are matched by label. Labels must be unique in O(clients); a label held by several portal clients
+    fails the run before any write, naming their client_ids.
+  - Every password the run receives (create, rotate, recovery) is returned in RV(credentials), also when the run
+    fails half way, so nothing is lost. B(Always use C(no_log=true)) on the task and C(register) the result; the
+    role M(isr.mqtt.fleet) does that and stores the passwords vault-encrypted with M(isr.mqtt.vault_credentials).
+author:
+  - isr.mqtt maintainers
+extends_documentation_fragment:
+  - isr.mqtt.portal
+  - isr.mqtt.attributes
+  - isr.mqtt.attributes.action_group
+attributes:
+  check_mode:
+    support: full
+    details: Check mode lists the portal, makes the same plan as a real run and returns its RV(counts) and RV(actions); it sends no write.
+  diff_mode:
+    support: full
+    details: The diff lists, per changed label, the settings before and after and whether the password is rotated; never a password.
+options:
+  clients:
+    description:
+      - The fleet. Each item is a dict with the keys C(label) (required, 1 to 64 characters, no control characters),
+        C(allow_publish) (bool, default V(true)), C(allow_subscribe) (bool, default V(false)) and C(paused)
+        (bool; when not set, an existing client keeps its pause state and a new client is active).
+      - Errors name the item, for example C(clients[3].label).
+    type: list
+    elements: dict
+    required: true
+  purge:
+    description:
+      - Delete portal clients whose label is not in O(clients), but only those whose label matches O(purge_match),
+        so that clients managed by others are never touched.
+    type: bool
+    default: false
+  purge_match:
+    description:
+      - Python regular expression (searched, anchor it with C(^...$) for a full match) that a label must match
+        for O(purge) to delete its client. Required when O(purge=true).
+    type: str
+  rotate:
+    description: Labels (in O(clients)) whose password is rotated. A rotation is always a change.
+    type: list
+    elements: str
+    default: []
+  recover:
+    description:
+      - Labels whose password was lost. An existing client is rotated to get a new password; a client that is
+        created gets one anyway.
+    type: list
+    elements: str
+    default: []
+  recover_missing:
+    description:
+      - Recover (rotate) every existing client in O(clients) whose label is not in O(known_labels), that is, whose
+        password the caller does not hold. Requires O(known_labels).
+    type: bool
+    default: false
+  known_labels:
+    description:
+      - Labels whose password the caller holds (for example the labels of a credential store). Used only with
+        O(recover_missing=true); no extra request is made to find the others.
+    type: list
+    elements: str
+  keep_labels:
+    description:
+      - With O(purge), labels that are never deleted although they are not in O(clients).
+      - Lets a caller reconcile a big fleet in batches (the role M(isr.mqtt.fleet) purges in its first batch and
+        keeps the labels of the other batches).
+    type: list
+    elements: str
+    default: []
+  parallel:
+    description: How many write requests run at the same time (1 to 32), over one HTTP session.
+    type: int
+    default: 8
+notes:
+  - Requests sent = list pages + one per necessary write (+ one rotation for each create whose answer was lost).
+  - Writes for one label run in order (create before pause; rotate last). Deletes run before creates, freeing plan slots.
+  - After the first failed write no new label is started; the failure result carries RV(credentials), RV(counts)
+    and RV(clients) for what was done.
+  - Runs on the controller (C(delegate_to=localhost) or C(connection=local)).
+seealso:
+  - module: isr.mqtt.mqtt_client
+  - module: isr.mqtt.vault_credentials
+  - role: isr.mqtt.fleet
+"""
+
+EXAMPLES = r"""
+- name: Provision three devices; keep the passwords out of logs
+  isr.mqtt.mqtt_fleet:
+    clients:
+      - label: site-alpha-01
+      - label: site-alpha-02
+        allow_subscribe: true
+      - label: site-alpha-03
+        paused: true
+  delegate_to: localhost
+  run_once: true
+  register: fleet
+  no_log: true
+
+- name: Store the new passwords vault-encrypted (never in plain text)
+  isr.mqtt.vault_credentials:
+    path: "{{ playbook_dir }}/credentials.yml"
+    credentials: "{{ fleet.credentials }}"
+  delegate_to: localhost
+  run_once: true
+
+- name: Remove site-alpha clients that are no longer listed, rotate one password
+  isr.mqtt.mqtt_fleet:
+    clients: "{{ devices }}"
+    purge: true
+    purge_match: "^site-alpha-"
+    rotate: [site-alpha-02]
+  register: fleet
+  no_log: true
+
+- name: Recover the passwords missing from a store
+  isr.mqtt.mqtt_fleet:
+    clients: "{{ devices }}"
+    recover_missing: true
+    known_labels: "{{ store.credentials.keys() | list }}"
+  register: fleet
+  no_log: true
+"""
+
+RETURN = r"""
+counts:
+  description: What was done (in check mode, what would be done). C(unchanged) counts labels needing nothing.
+  returned: always
+  type: dict
+  sample: {created: 2, paused: 1, resumed: 0, updated: 0, rotated: 0, deleted: 0, unchanged: 997}
+clients:
+  description:
+    - Every client of O(clients) as the portal has it after the run (in check mode, as predicted; fields the
+      portal generates are null for clients still to be created). No passwords.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {client_id: pub-3f9c2a71d0b4, label: site-alpha-01, username: pub-3f9c2a71d0b4, paused: false,
+       allow_publish: true, allow_subscribe: false, topic: "550e.../pub-3f9c2a71d0b4/#",
+       history_topic_prefix: "550e.../pub-3f9c2a71d0b4", publish_topic: "550e.../pub-3f9c2a71d0b4/",
+       created_at: "2026-11-26T00:00:00Z", rotated_at: "2026-11-26T00:00:00Z"}
+credentials:
+  description:
+    - Label to credential, for every password this run received (also in a failure result). Empty in check mode.
+    - Secret. Register the result on a task with C(no_log=true) and store it with M(isr.mqtt.vault_credentials).
+  returned: always
+  type: dict
+  sample:
+    site-alpha-01: {client_id: pub-3f9c2a71d0b4, username: pub-3f9c2a71d0b4, password: "<secret>",
+                    publish_topic: "550e.../pub-3f9c2a71d0b4/", history_topic_prefix: "550e.../pub-3f9c2a71d0b4",
+                    rotated_at: "2026-11-26T00:00:00Z"}
+actions:
+  description: The actions done (check mode, planned), in order per label; C(fields) of a recovery rotate is C({reason: recover}).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{action: create, label: site-alpha-01, client_id: pub-3f9c2a71d0b4, fields: {allow_publish: true, allow_subscribe: false}}]
+deleted:
+  description: Labels whose clients were deleted (by O(purge)); drop them from a credential store.
+  returned: always
+  type: list
+  elements: str
+requests:
+  description: HTTP requests sent to the portal by this run (list pages included).
+  returned: always
+  type: int
+  sample: 3
+rate_limit_waited:
+  description: Seconds spent waiting for the portal's rate limit.
+  returned: always
+  type: float
+  sample: 0.0
+"""
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.parsing.convert_bool import boolean
+
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
+    ACTION_COUNT_KEYS, PlanError, apply_actions, check_label, plan_fleet)
+from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
+    PortalError, client_from_module, portal_argument_spec)
+
+ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
+MAX_PARALLEL = 32
+
+
+def parse_clients(items):
+    """Validate the fleet list; returns (desired_list, errors). Every error names clients[i].field."""
+    desired, errors, seen = [], [], {}
+    for index, item in enumerate(items):
+        where = "clients[%d]" % index
+        if not isinstance(item, dict):
+            errors.append("%s must be a dict with at least a label, got %s" % (where, type(item).__name__))
+            continue
+        unknown = sorted(set(item) - set(ITEM_KEYS))
+        if unknown:
+            errors.append("%s has unknown keys %s; allowed: %s" % (where, ", ".join(unknown), ", ".join(ITEM_KEYS)))
+        problem = check_label(item.get("label"), field=where + ".label")
+        if problem:
+            errors.append(problem)
+            continue
+        entry = {"label": item["label"], "state": "present", "allow_publish": True, "allow_subscribe": False, "paused": None}
+        for key in ("allow_publish", "allow_subscribe", "paused"):
+            if item.get(key) is None:
+                continue
+            try:
+                entry[key] = boolean(item[key], strict=True)
+            except TypeError:
+                errors.append("%s.%s must be a boolean (true/false), got %r" % (where, key, item[key]))
+        if entry["label"] in seen:
+            errors.append("%s.label %r is also clients[%d].label; list each label once" % (where, entry["label"], seen[entry["label"]]))
+        seen.setdefault(entry["label"], index)
+        desired.append(entry)
+    return desired, errors
+
+
+def credential(row, password):
+    publish_topic = row.get("publish_topic")
+    if publish_topic is None and row.get("history_topic_prefix"):
+        publish_topic = row["history_topic_prefix"] + "/"  # the portal's publish topic is the prefix with a slash
+    return {"client_id": row["client_id"], "username": row.get("username") or row["client_id"], "password": password,
+            "publish_topic": publish_topic, "history_topic_prefix": row.get("history_topic_prefix"),
+            "rotated_at": row.get("rotated_at")}
+
+
+class FleetRun(object):
+    """Runs the plan's actions: labels in parallel, each label's actions in order. Thread-safe bookkeeping."""
+
+    def __init__(self, module, client, rows_by_label):
+        self.module = module
+        self.client = client
+        self.rows = rows_by_label  # label -> current row (None once deleted)
+        self.credentials = {}
+        self.done = []
+        self.errors = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def run_chain(self, chain):
+        """All actions of one label; stops at the first failure of any label."""
+        for action in chain:
+            if self._stop.is_set():
+                return
+            try:
+                self.step(action)
+            except PortalError as err:
+                with self._lock:
+                    self.errors.append((action, err))
+                self._stop.set()
+                return
+
+    def step(self, action):
+        kind, label = action["action"], action["label"]
+        row = self.rows.get(label)
+        cid = action["client_id"] or (row or {}).get("client_id")
+        if kind == "create":
+            # The plan creates only labels absent from the list we just read: no re-list needed.
+            row, password = self.client.create_client(label, known_client_ids=set(), **action["fields"])
+            self._record(label, row, dict(action, client_id=row["client_id"]))
+            if password is None:
+                self.module.warn("The portal created client %s (%s) but its answer was lost; rotating to recover a password."
+                                 % (row["client_id"], label))
+                self.rotate(label, row["client_id"], dict(action, action="rotate", client_id=row["client_id"],
+                                                          fields={"reason": "recover"}))
+            else:
+                self._keep(label, row, password)
+        elif kind == "rotate":
+            self.rotate(label, cid, action)
+        elif kind == "delete":
+            self.client.delete_client(cid)
+            self._record(label, None, action)
+        elif kind == "update":
+            self._record(label, self.client.update_client(cid, **action["fields"]), action)
+        elif kind == "pause":
+            self._record(label, self.client.pause_client(cid), dict(action, client_id=cid))
+        else:
+            self._record(label, self.client.resume_client(cid), action)
+
+    def rotate(self, label, cid, action):
+        partial, password = self.client.rotate_password(cid)
+        row = dict(self.rows.get(label) or {"client_id": cid})
+        row.update((k, v) for k, v in partial.items() if v is not None)
+        self._record(label, row, action)
+        self._keep(label, row, password)
+
+    def _record(self, label, row, action):
+        with self._lock:
+            if action["action"] == "delete":
+                # Deletes of several duplicates share a label: keep any row not deleted.
+                if (self.rows.get(label) or {}).get("client_id") == action["client_id"]:
+                    self.rows[label] = None
+            else:
+                self.rows[label] = row
+            self.done.append(action)
+
+    def _keep(self, label, row, password):
+        with self._lock:
+            self.credentials[label] = credential(row, password)
+
+    def execute(self, actions, parallel):
+        chains = {}
+        for action in actions:
+            chains.setdefault((action["action"] == "delete", action["label"]), []).append(action)
+        deletes = [chain for (is_delete, dummy), chain in chains.items() if is_delete]
+        others = [chain for (is_delete, dummy), chain in chains.items() if not is_delete]
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            for phase in (deletes, others):  # deletes first: they free plan slots for creates
+                list(pool.map(self.run_chain, [[a] for chain in phase for a in chain] if phase is deletes else phase))
+                if self._stop.is_set():
+                    break
+
+
+class PurgeMatcher(object):
+    """The planner's purge filter: the regex must match and the label must not be kept."""
+
+    def __init__(self, pattern, keep):
+        self.regex = re.compile(pattern)
+        self.keep = frozenset(keep)
+
+    def search(self, label):
+        return label not in self.keep and self.regex.search(label)
+
+
+def count(actions):
+    counts = dict.fromkeys(ACTION_COUNT_KEYS.values(), 0)
+    for action in actions:
+        counts[ACTION_COUNT_KEYS[action["action"]]] += 1
+    return counts
+
+
+def public(action):
+    return dict(action, fields=dict(action.get("fields") or {}))
+
+
+def main():
+    argument_spec = portal_argument_spec()
+    argument_spec.update(
+        clients=dict(type="list", elements="dict", required=True),
+        purge=dict(type="bool", default=False),
+        purge_match=dict(type="str"),
+        rotate=dict(type="list", elements="str", default=[]),
+        recover=dict(type="list", elements="str", default=[]),
+        recover_missing=dict(type="bool", default=False),
+        known_labels=dict(type="list", elements="str", no_log=False),
+        keep_labels=dict(type="list", elements="str", default=[], no_log=False),
+        parallel=dict(type="int", default=8),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("purge", True, ("purge_match",))])
+    params = module.params
+
+    desired, errors = parse_clients(params["clients"])
+    if not 1 <= params["parallel"] <= MAX_PARALLEL:
+        errors.append("parallel must be between 1 and %d, got %d" % (MAX_PARALLEL, params["parallel"]))
+    if params["purge_match"] is not None:
+        try:
+            re.compile(params["purge_match"])
+        except re.error as exc:
+            errors.append("purge_match %r is not a valid regular expression: %s" % (params["purge_match"], exc))
+    if params["recover_missing"] and params["known_labels"] is None:
+        errors.append("recover_missing needs known_labels: the labels whose password you hold (may be an empty list)")
+    labels = set(item["label"] for item in desired)
+    for option in ("rotate", "recover"):
+        stray = sorted(set(params[option]) - labels)
+        if stray:
+            errors.append("%s lists labels that are not in clients: %s; add them to clients or remove them" % (option, ", ".join(stray)))
+    if errors:
+        module.fail_json(msg="Invalid fleet: " + "; ".join(errors), errors=errors)
+
+    client = client_from_module(module, pool_size=params["parallel"])
+    try:
+        rows = client.list_clients()
+    except PortalError as err:
+        module.fail_json(**err.to_fail_kwargs(requests=client.stats["requests"]))
+
+    recover = set(params["recover"])
+    if params["recover_missing"]:
+        known = set(params["known_labels"])
+        recover.update(row["label"] for row in rows if row["label"] in labels and row["label"] not in known)
+    try:
+        matcher = PurgeMatcher(params["purge_match"], params["keep_labels"]) if params["purge"] else None
+        plan = plan_fleet(desired, rows, purge=params["purge"], purge_match=matcher,
+                          rotate=params["rotate"], recover=sorted(recover))
+    except PlanError as err:
+        module.fail_json(msg=err.msg, client_ids=err.client_ids)
+    if plan.ambiguous:
+        module.fail_json(
+            msg="Labels held by several portal clients, nothing was changed: %s. Delete the extra clients "
+                "(isr.mqtt.mqtt_client with client_id and state: absent) and rerun."
+                % "; ".join("%s (%s)" % (label, ", ".join(ids)) for label, ids in sorted(plan.ambiguous.items())),
+            ambiguous=plan.ambiguous)
+
+    current = dict((row["label"], row) for row in rows if row["label"] in labels)
+    by_label = {}
+    for action in plan.actions:
+        by_label.setdefault(action["label"], []).append(action)
+
+    result = dict(changed=plan.changed, credentials={}, requests=0, rate_limit_waited=0.0)
+    if module.check_mode:
+        done, final = plan.actions, dict((lb, apply_actions(current.get(lb), by_label.get(lb, []))) for lb in labels)
+        failure = None
+    else:
+        run = FleetRun(module, client, dict(current))
+        run.execute(plan.actions, params["parallel"])
+        done, final, failure = run.done, run.rows, run.errors
+        result.update(changed=bool(done), credentials=run.credentials)
+
+    counts = count(done)
+    counts["unchanged"] = len(plan.unchanged_labels)
+    stats = client.stats
+    result.update(counts=counts, actions=[public(a) for a in done], requests=stats["requests"],
+                  rate_limit_waited=stats["rate_limit_waited"],
+                  clients=[final[item["label"]] for item in desired if final.get(item["label"])],
+                  deleted=sorted(set(a["label"] for a in done if a["action"] == "delete")))
+    if module._diff:
+        result["diff"] = diff_summary(current, final, by_label)
+    if failure:
+        action, err = failure[0]
+        msg = ("%s (while doing %s for %r). %d of %d planned actions were done; the passwords received are in 'credentials' "
+               "- store them before rerunning. A rerun continues where this run stopped."
+               % (err.msg, action["action"], action["label"], len(done), len(plan.actions)))
+        if len(failure) > 1:
+            msg += " %d more writes failed at the same time." % (len(failure) - 1)
+        err.msg = msg
+        module.fail_json(**err.to_fail_kwargs(**result))
+    module.exit_json(**result)
+
+
+def diff_summary(current, final, by_label):
+    """Per changed label: settings before/after and whether the password changes. Never a password."""
+    def view(row):
+        if not row:
+            return None
+        return dict((k, row.get(k)) for k in ("client_id", "allow_publish", "allow_subscribe", "paused"))
+
+    before, after = {}, {}
+    for label in sorted(by_label):
+        before[label] = view(current.get(label))
+        after[label] = view(final.get(label))
+        if after[label] is not None and any(a["action"] in ("create", "rotate") for a in by_label[label]):
+            after[label]["password"] = "(new, not shown)"
+    return {"before": before, "after": after}
+
+
+if __name__ == "__main__":
+    main()

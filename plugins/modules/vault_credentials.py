@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) isr.mqtt contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Documentation only: the work is done by the action plugin plugins/action/vault_credentials.py on the controller.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vault_credentials
+short_description: Keep MQTT credentials in a YAML store with vault-encrypted passwords
+version_added: 0.1.0
+description:
+  - Merges MQTT credentials (as returned by M(isr.mqtt.mqtt_fleet)) into a store file on the controller: readable YAML,
+    one entry per label under the key C(isr_mqtt_credentials), each password an inline C(!vault) value. The file can
+    be reviewed in git and read back with M(ansible.builtin.include_vars).
+  - Encrypts with the vault secret the run was started with (C(--vault-id), C(--vault-password-file), or an AWX Vault
+    credential). Without one it fails before writing anything.
+  - Unchanged entries keep their ciphertext byte for byte, so a run that receives no new password does not rewrite the file.
+  - Writes atomically (temporary file in the same directory, fsync, rename) with mode C(0600), under an exclusive lock
+    (C(PATH.lock)); the store is re-read under the lock, so concurrent runs on one store lose nothing.
+  - Returns every entry of the store in RV(credentials), passwords as vault-encrypted objects: output at any verbosity
+    and fact caches see only ciphertext; templates get the password.
+  - With O(facts_from), sets the facts C(mqtt_client_id), C(mqtt_username), C(mqtt_password) (vault-encrypted),
+    C(mqtt_publish_topic), C(mqtt_history_topic_prefix), C(mqtt_rotated_at) from one entry of RV(credentials).
+author:
+  - isr.mqtt maintainers
+extends_documentation_fragment:
+  - isr.mqtt.attributes
+attributes:
+  action:
+    support: full
+    description: Runs on the controller as an action plugin.
+  check_mode:
+    support: full
+    details: Reports what would change and writes nothing.
+  diff_mode:
+    support: full
+    details: Lists the labels added, updated and removed; never a password.
+options:
+  path:
+    description:
+      - The store file on the controller. Its directory must exist. Created when missing.
+      - One of O(path) and O(facts_from) is required.
+    type: path
+  credentials:
+    description:
+      - Label to credential (keys C(client_id), C(username), C(password), C(publish_topic), C(history_topic_prefix),
+        C(rotated_at)), for example RV(isr.mqtt.mqtt_fleet#module:credentials). Entries without a password are ignored with a warning.
+      - Template it from a registered result of a task with C(no_log=true); this plugin never returns the plaintext.
+    type: dict
+    default: {}
+  remove:
+    description: Labels to drop from the store (for example RV(isr.mqtt.mqtt_fleet#module:deleted)).
+    type: list
+    elements: str
+    default: []
+  vault_id:
+    description: The vault id whose secret encrypts the passwords. When not set, the first secret of the run is used.
+    type: str
+  facts_from:
+    description:
+      - One entry of RV(credentials) of an earlier run of this plugin; sets the C(mqtt_*) facts of the host instead of
+        touching the store. The password is taken from the entry's C(password_vault) (ciphertext), so the
+        C(password) key may be left out.
+    type: dict
+notes:
+  - Never copy the store or a fact with M(ansible.builtin.copy) and its default C(decrypt=true); that writes plain text.
+  - "ansible-core 2.19 restores a vault-encrypted fact from a persistent fact cache (for example C(jsonfile)) as its
+    ciphertext text: after such a round trip, C(mqtt_password) holds the ciphertext, not the password. Set the facts
+    in the same play that uses them, or read the store with M(ansible.builtin.include_vars)."
+seealso:
+  - module: isr.mqtt.mqtt_fleet
+  - role: isr.mqtt.fleet
+"""
+
+EXAMPLES = r"""
+- name: Provision and keep the passwords out of logs
+  isr.mqtt.mqtt_fleet:
+    clients: "{{ devices }}"
+  register: fleet
+  no_log: true
+  delegate_to: localhost
+  run_once: true
+
+- name: Persist every new password, vault-encrypted
+  isr.mqtt.vault_credentials:
+    path: "{{ playbook_dir }}/mqtt_credentials.yml"
+    credentials: "{{ fleet.credentials | default({}) }}"
+    remove: "{{ fleet.deleted | default([]) }}"
+    vault_id: fleet
+  register: store
+  delegate_to: localhost
+  run_once: true
+
+- name: Give each host its own facts (mqtt_password stays vaulted)
+  isr.mqtt.vault_credentials:
+    facts_from: "{{ store.credentials[inventory_hostname] | dict2items | rejectattr('key', 'eq', 'password') | items2dict }}"
+
+- name: Read the store back (needs the vault secret)
+  ansible.builtin.include_vars:
+    file: "{{ playbook_dir }}/mqtt_credentials.yml"
+    name: store_vars
+  no_log: true
+"""
+
+RETURN = r"""
+credentials:
+  description:
+    - Every entry of the store (after the merge), by label. C(password) is a vault-encrypted object;
+      C(password_vault) is its ciphertext as text.
+  returned: when O(path) is set
+  type: dict
+  sample:
+    dev-1: {client_id: pub-3f9c2a71d0b4, username: pub-3f9c2a71d0b4, password: "<vault-encrypted>",
+            password_vault: "$ANSIBLE_VAULT;1.2;AES256;fleet ...", publish_topic: "550e.../pub-3f9c2a71d0b4/",
+            history_topic_prefix: "550e.../pub-3f9c2a71d0b4", rotated_at: "2026-11-26T00:00:00Z"}
+added:
+  description: Labels added to the store.
+  returned: when O(path) is set
+  type: list
+  elements: str
+updated:
+  description: Labels whose entry changed (new password or new details).
+  returned: when O(path) is set
+  type: list
+  elements: str
+removed:
+  description: Labels removed from the store.
+  returned: when O(path) is set
+  type: list
+  elements: str
+path:
+  description: The store file.
+  returned: when O(path) is set
+  type: str
+ansible_facts:
+  description: The C(mqtt_*) facts of the host.
+  returned: when O(facts_from) is set
+  type: dict
+"""
