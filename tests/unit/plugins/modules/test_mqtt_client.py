@@ -1,0 +1,115 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""mqtt_client run in-process against the real emulator: the paths a playbook cannot easily
+provoke (a lost create answer, a failure after a create, password_file failures) and the
+0600 password file."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.modules import mqtt_client
+
+
+@pytest.fixture
+def run(emulator, capsys, monkeypatch):
+    """Run the module's main() with args; returns (failed, result)."""
+    monkeypatch.setattr(_portal, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(_portal, "BACKOFF_CAP", 0.02)
+
+    def _run(**args):
+        args = dict(args, portal_url=emulator.url, api_token=emulator.token)
+        with patch_module_args(args):
+            with pytest.raises(SystemExit) as exit_info:
+                mqtt_client.main()
+        result = json.loads(capsys.readouterr().out)
+        assert emulator.token not in json.dumps(result)
+        return exit_info.value.code != 0, result
+
+    return _run
+
+
+def verify(emulator, client_id, password):
+    return emulator.control.verify(client_id, password)["ok"]
+
+
+def test_create_returns_password_rerun_does_not(run, emulator):
+    failed, result = run(label="unit-1")
+    assert not failed and result["changed"]
+    assert verify(emulator, result["client"]["client_id"], result["password"])
+    assert "password" not in result["client"]
+    failed, again = run(label="unit-1")
+    assert not failed and not again["changed"] and again["password"] is None and again["actions"] == []
+
+
+def test_password_survives_failure_after_create(run, emulator):
+    emulator.control.set_faults(fail_after_creates=1)
+    failed, result = run(label="unit-2", paused=True)
+    assert failed
+    assert [a["action"] for a in result["actions"]] == ["create"]
+    assert result["changed"] is True and result["client"]["client_id"]
+    assert result["error"]["kind"] == "server"
+    emulator.control.set_faults()
+    assert verify(emulator, result["client"]["client_id"], result["password"])
+
+
+def test_lost_create_answer_is_recovered_by_rotation(run, emulator):
+    emulator.control.set_faults(drop_after_create=1)
+    failed, result = run(label="unit-3")
+    assert not failed, result
+    assert [(a["action"], a["fields"]) for a in result["actions"]] == [
+        ("create", {"allow_publish": True, "allow_subscribe": False}), ("rotate", {"reason": "recover"})]
+    assert emulator.control.state()["clients"] == 1
+    assert verify(emulator, result["client"]["client_id"], result["password"])
+
+
+def test_password_file_0600_and_not_in_result(run, emulator, tmp_path):
+    target = tmp_path / "pw"
+    target.write_text("old")
+    os.chmod(str(target), 0o644)
+    old_umask = os.umask(0)  # even a permissive umask must not widen the file
+    try:
+        failed, result = run(label="unit-4", password_file=str(target))
+    finally:
+        os.umask(old_umask)
+    assert not failed and result["password"] is None
+    assert stat.S_IMODE(os.stat(str(target)).st_mode) == 0o600
+    assert verify(emulator, result["client"]["client_id"], target.read_text())
+    assert target.read_text() not in json.dumps(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emulator.json", "emulator.log", "pw"]
+
+
+def test_unwritable_password_file_returns_password(run, emulator, tmp_path):
+    failed, result = run(label="unit-5", password_file=str(tmp_path / "missing-dir" / "pw"))
+    assert failed and "password_file" in result["msg"] and "missing-dir" in result["msg"]
+    assert verify(emulator, result["client"]["client_id"], result["password"])
+
+
+def test_recreate_when_patch_is_missing(run, emulator):
+    first = run(label="unit-6", paused=True)[1]
+    emulator.control.set_account(emulator.account_id, patch_supported=False)
+    failed, result = run(label="unit-6", allow_subscribe=True)
+    assert failed and "recreate: true" in result["msg"] and result["changed"] is False
+    failed, result = run(label="unit-6", allow_subscribe=True, recreate=True)
+    assert not failed
+    assert [a["action"] for a in result["actions"]] == ["delete", "create", "pause"]
+    row = result["client"]
+    assert row["client_id"] != first["client"]["client_id"] and row["allow_subscribe"] and row["paused"]
+    emulator.control.set_account(emulator.account_id, patch_supported=True)
+    assert not verify(emulator, row["client_id"], result["password"])  # paused: cannot log in
+    run(label="unit-6", paused=False)
+    assert verify(emulator, row["client_id"], result["password"])
+
+
+def test_write_secret_file_cleans_up_on_error(tmp_path, monkeypatch):
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mqtt_client.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        mqtt_client.write_secret_file(str(tmp_path / "pw"), "secret")
+    assert list(tmp_path.iterdir()) == []
