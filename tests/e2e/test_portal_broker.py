@@ -114,3 +114,16 @@ def test_broker_down_answers_503_and_changes_nothing(api, broker_at, portal):
     assert [(r["client_id"], r["paused"]) for r in rows] == [(client_id, False)]
     assert api.call("GET", "/subscriber-mqtt-passwords", 200)["items"] == []
     assert portal.control.verify(client_id, password)["ok"], "the failed rotation must keep the old password"
+
+
+def test_expired_subscriber_is_refused_and_can_still_be_revoked(api, broker_at, portal, mqtt):
+    host, port = broker_at
+    body = api.call("POST", "/subscriber-mqtt-passwords", 201, json={"label": "short", "expires_in_days": 1})
+    assert mqtt.connect(host, port, body["username"], body["password"]) == mqtt.OK
+
+    portal.control.advance_clock(2)
+    assert mqtt.connect(host, port, body["username"], body["password"]) in mqtt.REFUSED
+
+    # The broker only disabled the expired login, so the revoke finds it and succeeds.
+    api.call("DELETE", "/subscriber-mqtt-passwords/%s" % body["id"], 204)
+    assert mqtt.connect(host, port, body["username"], body["password"]) in mqtt.REFUSED

@@ -326,10 +326,10 @@ class Store:
         before = iso(self.now())
         self.clock_offset += timedelta(days=days)
         after = iso(self.now())
-        if self.broker is not None:  # the broker knows no expiry: drop those that just expired
+        if self.broker is not None:  # the broker knows no expiry: disable those that just expired (a revoke still removes them)
             for row in self._query("SELECT id FROM subscribers WHERE expires_at > ? AND expires_at <= ?", (before, after)):
                 try:
-                    self.broker.remove_subscriber(username=row["id"])
+                    self.broker.set_enabled(username=row["id"], enabled=False)
                 except self.broker_error:
                     pass
         return after
