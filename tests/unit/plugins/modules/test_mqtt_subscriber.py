@@ -1,0 +1,161 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""mqtt_subscriber and mqtt_subscriber_info run in-process against the real emulator: the paths a
+playbook cannot easily provoke (a lost create answer, a password file that cannot be written after
+the create, a failing revoke) and the 0600 password file."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.modules import mqtt_subscriber, mqtt_subscriber_info
+
+
+@pytest.fixture
+def run(emulator, capsys, monkeypatch):
+    """Run a module's main() with args; returns (failed, result)."""
+    monkeypatch.setattr(_portal, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(_portal, "BACKOFF_CAP", 0.02)
+
+    def _run(module=mqtt_subscriber, **args):
+        args = dict(args, portal_url=emulator.url, api_token=emulator.token)
+        with patch_module_args(args):
+            with pytest.raises(SystemExit) as exit_info:
+                module.main()
+        result = json.loads(capsys.readouterr().out)
+        assert emulator.token not in json.dumps(result)
+        return exit_info.value.code != 0, result
+
+    return _run
+
+
+def ok(emulator, result, password):
+    return emulator.control.verify(result["subscriber"]["username"], password)["ok"]
+
+
+def test_create_returns_password_once(run, emulator):
+    failed, result = run(label="grafana")
+    assert not failed and result["changed"]
+    assert ok(emulator, result, result["password"])
+    assert set(result["subscriber"]) == {"id", "username", "label", "subscribe_filter", "created_at", "expires_at", "expired"}
+    assert "diff" not in result
+    failed, again = run(label="grafana")
+    assert not failed and not again["changed"] and again["actions"] == []
+    assert "password" not in again and again["subscriber"] == result["subscriber"]
+
+
+def test_password_file_is_0600_replaced_atomically(run, emulator, tmp_path):
+    (tmp_path / "secrets").mkdir()
+    target = tmp_path / "secrets" / "pw"
+    target.write_text("old")
+    os.chmod(str(target), 0o644)
+    old_umask = os.umask(0)  # even a permissive umask must not widen the file
+    try:
+        failed, result = run(label="filed", password_file=str(target))
+    finally:
+        os.umask(old_umask)
+    assert not failed and "password" not in result and result["password_file"] == str(target)
+    assert stat.S_IMODE(os.stat(str(target)).st_mode) == 0o600
+    assert ok(emulator, result, target.read_text())
+    assert os.listdir(str(tmp_path / "secrets")) == ["pw"]  # no temp file left behind
+
+
+def test_missing_password_file_warns_on_an_unchanged_run(run, tmp_path):
+    run(label="w")
+    failed, result = run(label="w", password_file=str(tmp_path / "never-written"))
+    assert not failed and not result["changed"]
+    warnings = json.dumps(result["warnings"])  # ansible-core 2.19 wraps each warning in a summary dict
+    assert "never shows the password" in warnings and "regenerate=true" in warnings
+
+
+def test_password_returned_when_the_file_cannot_be_written(run, emulator, tmp_path, monkeypatch):
+    def broken(path, secret):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mqtt_subscriber, "write_secret_file", broken)
+    failed, result = run(label="nospace", password_file=str(tmp_path / "pw"))
+    assert failed and result["changed"]
+    assert "could not write its password to password_file" in result["msg"] and "No space left" in result["msg"]
+    assert ok(emulator, result, result["password"])
+
+
+def test_lost_create_answer_fails_and_regenerate_recovers(run, emulator):
+    emulator.control.set_faults(drop_after_create=1)
+    failed, result = run(label="lost")
+    assert failed and result["changed"]
+    assert "answer was lost" in result["msg"] and "regenerate=true" in result["msg"]
+    assert "password" not in result
+    lost_id = result["subscriber"]["id"]
+    assert emulator.control.state()["subscribers"] == 1  # created once, not twice
+    emulator.control.set_faults()
+    failed, again = run(label="lost", id=lost_id, regenerate=True)
+    assert not failed and again["subscriber"]["id"] != lost_id
+    assert ok(emulator, again, again["password"])
+
+
+def test_failing_revoke_changes_nothing(run, emulator):
+    first = run(label="keep")[1]
+    emulator.control.set_faults(fail_after_creates=0)  # every write answers 503
+    failed, result = run(label="keep", regenerate=True)
+    emulator.control.set_faults()
+    assert failed and not result["changed"] and result["actions"] == []
+    assert "could not revoke read-only subscriber %s" % first["subscriber"]["id"] in result["msg"]
+    assert ok(emulator, first, first["password"])
+
+
+def test_check_mode_predicts_without_writes_and_diff_only_in_diff_mode(run, emulator):
+    first = run(label="cm")[1]
+    emulator.control.reset_counters()
+    failed, result = run(label="cm", regenerate=True, _ansible_check_mode=True, _ansible_diff=True)
+    assert not failed and result["changed"]
+    assert [a["action"] for a in result["actions"]] == ["revoke", "create"]
+    assert result["diff"]["before"] == first["subscriber"]
+    assert result["diff"]["after"]["id"] is None and result["diff"]["after"]["label"] == "cm"
+    assert "password" not in result
+    assert emulator.control.counters()["writes"] == 0
+    failed, absent = run(label="cm", state="absent", _ansible_check_mode=True)
+    assert absent["changed"] and absent["subscriber"] is None and "diff" not in absent
+    assert emulator.control.counters()["writes"] == 0
+    assert ok(emulator, first, first["password"])
+
+
+def test_invalid_input_sends_no_request(run, emulator):
+    emulator.control.reset_counters()
+    failed, result = run(label="x", expires_in_days=0)
+    assert failed and "expires_in_days is 0; it must be between 1 and 3650" in result["msg"]
+    failed, result = run(label="x", id="sub-a/b", state="absent")
+    assert failed and "is not a subscriber id" in result["msg"]
+    assert emulator.control.counters()["total"] == 0
+
+
+def test_info_filters_and_reports_expiry(run, emulator):
+    a = run(label="a", expires_in_days=2)[1]
+    b = run(label="b", expires_in_days=90)[1]
+    emulator.control.advance_clock(3)
+    failed, listed = run(mqtt_subscriber_info)
+    assert not failed and not listed["changed"] and listed["count"] == 2 and listed["active"] == 1
+    assert [(s["label"], s["expired"]) for s in listed["subscribers"]] == [("a", True), ("b", False)]
+    by_id = run(mqtt_subscriber_info, id=b["subscriber"]["id"])[1]
+    assert by_id["subscribers"] == [dict(b["subscriber"], expired=False)]
+    by_label = run(mqtt_subscriber_info, label="a")[1]
+    assert [s["id"] for s in by_label["subscribers"]] == [a["subscriber"]["id"]]
+    assert "password" not in json.dumps(listed["subscribers"]), listed.get("warnings")
+
+
+def test_password_file_checks(tmp_path):
+    assert mqtt_subscriber.check_password_file(str(tmp_path / "pw")) is None
+    assert "is a directory" in mqtt_subscriber.check_password_file(str(tmp_path))
+    assert "does not exist; create it first" in mqtt_subscriber.check_password_file(str(tmp_path / "no" / "pw"))
+
+
+def test_plan_limit_message_without_counts_from_the_portal():
+    err = _portal.PortalError("Plan limit reached", kind="plan_limit", status=409)
+    rows = [{"id": "sub-a", "expired": False}, {"id": "sub-b", "expired": True}]
+    msg = mqtt_subscriber.plan_limit_message(err, rows, None)
+    assert "(1 active, expired ones not counted)" in msg and "state=absent" in msg
+    err.limit, err.active = 0, 0
+    assert "includes no read-only subscribers" in mqtt_subscriber.plan_limit_message(err, rows, None)
