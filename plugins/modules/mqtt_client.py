@@ -230,32 +230,14 @@ diff:
       type: dict
 """
 
-import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     PlanError, apply_actions, check_client_id, check_label, find_client, plan_client)
+from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
-
-
-def write_secret_file(path, secret):
-    """Write ``secret`` to ``path`` atomically; the temp file is 0600 from birth (mkstemp)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Run(object):
@@ -362,7 +344,8 @@ def main():
     label, client_id = params["label"], params["client_id"]
 
     problem = (check_label(label) if label is not None else None) or (
-        check_client_id(client_id) if client_id is not None else None)
+        check_client_id(client_id) if client_id is not None else None) or (
+        check_password_file(module.params["password_file"]) if module.params["password_file"] else None)
     if problem:
         module.fail_json(msg=problem)
 

@@ -190,8 +190,9 @@ subscriber:
 password:
   description:
     - The MQTT password of the subscriber created by this run. The portal never shows it again.
+    - V(null) when no subscriber was created, or when O(password_file) received the password.
     - Also returned in a failure result when a step after the creation failed, so that it is not lost.
-  returned: when a subscriber was created and O(password_file) is not set
+  returned: always
   type: str
   sample: 8Jx2q0w9kY1vTz3a
 password_file:
@@ -238,11 +239,11 @@ actions:
 
 import datetime
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError, client_from_module, portal_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import (
     PlanError, check_desired, find_subscriber, is_expired, plan_subscriber, predict)
@@ -253,34 +254,6 @@ PUBLIC_FIELDS = ("id", "username", "label", "subscribe_filter", "created_at", "e
 def public(row):
     """The subscriber as reported: only known, non-secret fields."""
     return None if row is None else dict((key, row.get(key)) for key in PUBLIC_FIELDS)
-
-
-def write_secret_file(path, secret):
-    """Write `secret` to `path` with mode 0600 from the start, replacing the file atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))  # mkstemp: 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def check_password_file(path):
-    """Input error for password_file, or None; checked before any request."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return "password_file %s is a directory; give a file path" % path
-    if not os.path.isdir(directory):
-        return "password_file %s: the directory %s does not exist; create it first" % (path, directory)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return "password_file %s: the directory %s is not writable" % (path, directory)
-    return None
 
 
 def plan_limit_message(err, subscribers, now):
@@ -302,7 +275,7 @@ class Runner(object):
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.result = {"changed": False, "actions": []}
+        self.result = {"changed": False, "actions": [], "password": None}
 
     def fail(self, msg, err=None, **extra):
         self.result.update(extra)

@@ -11,7 +11,7 @@ import stat
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal, _secret_file
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_client
 
 
@@ -83,9 +83,20 @@ def test_password_file_0600_and_not_in_result(run, emulator, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emulator.json", "emulator.log", "pw"]
 
 
-def test_unwritable_password_file_returns_password(run, emulator, tmp_path):
+def test_password_file_in_missing_directory_fails_before_any_request(run, emulator, tmp_path):
+    emulator.control.reset_counters()
     failed, result = run(label="unit-5", password_file=str(tmp_path / "missing-dir" / "pw"))
     assert failed and "password_file" in result["msg"] and "missing-dir" in result["msg"]
+    assert emulator.control.counters()["total"] == 0
+
+
+def test_password_file_write_failure_returns_password(run, emulator, tmp_path, monkeypatch):
+    def broken_write(path, secret):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mqtt_client, "write_secret_file", broken_write)
+    failed, result = run(label="unit-5b", password_file=str(tmp_path / "pw"))
+    assert failed and "password_file" in result["msg"]
     assert verify(emulator, result["client"]["client_id"], result["password"])
 
 
@@ -109,7 +120,7 @@ def test_write_secret_file_cleans_up_on_error(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(mqtt_client.os, "replace", broken_replace)
+    monkeypatch.setattr(_secret_file.os, "replace", broken_replace)
     with pytest.raises(OSError):
-        mqtt_client.write_secret_file(str(tmp_path / "pw"), "secret")
+        _secret_file.write_secret_file(str(tmp_path / "pw"), "secret")
     assert list(tmp_path.iterdir()) == []

@@ -45,7 +45,7 @@ def test_create_returns_password_once(run, emulator):
     assert "diff" not in result
     failed, again = run(label="grafana")
     assert not failed and not again["changed"] and again["actions"] == []
-    assert "password" not in again and again["subscriber"] == result["subscriber"]
+    assert again["password"] is None and again["subscriber"] == result["subscriber"]
 
 
 def test_password_file_is_0600_replaced_atomically(run, emulator, tmp_path):
@@ -58,7 +58,7 @@ def test_password_file_is_0600_replaced_atomically(run, emulator, tmp_path):
         failed, result = run(label="filed", password_file=str(target))
     finally:
         os.umask(old_umask)
-    assert not failed and "password" not in result and result["password_file"] == str(target)
+    assert not failed and result["password"] is None and result["password_file"] == str(target)
     assert stat.S_IMODE(os.stat(str(target)).st_mode) == 0o600
     assert ok(emulator, result, target.read_text())
     assert os.listdir(str(tmp_path / "secrets")) == ["pw"]  # no temp file left behind
@@ -88,7 +88,7 @@ def test_lost_create_answer_fails_and_regenerate_recovers(run, emulator):
     failed, result = run(label="lost")
     assert failed and result["changed"]
     assert "answer was lost" in result["msg"] and "regenerate=true" in result["msg"]
-    assert "password" not in result
+    assert result["password"] is None
     lost_id = result["subscriber"]["id"]
     assert emulator.control.state()["subscribers"] == 1  # created once, not twice
     emulator.control.set_faults()
@@ -115,7 +115,7 @@ def test_check_mode_predicts_without_writes_and_diff_only_in_diff_mode(run, emul
     assert [a["action"] for a in result["actions"]] == ["revoke", "create"]
     assert result["diff"]["before"] == first["subscriber"]
     assert result["diff"]["after"]["id"] is None and result["diff"]["after"]["label"] == "cm"
-    assert "password" not in result
+    assert result["password"] is None
     assert emulator.control.counters()["writes"] == 0
     failed, absent = run(label="cm", state="absent", _ansible_check_mode=True)
     assert absent["changed"] and absent["subscriber"] is None and "diff" not in absent
