@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Scenario 4, the limit of this machine: the same creates with no Ansible at all.
+
+    python benchmarks/plain_python.py --url URL --token TOKEN --count N [--workers 8]
+
+One requests.Session, a ThreadPoolExecutor of --workers threads. It lists every page first (on an
+empty portal: one request) and POSTs only the missing labels, so the same command is the rerun.
+Prints one JSON line: {"created", "listed_pages", "seconds", "passwords"}.
+"""
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from requests.adapters import HTTPAdapter
+
+API = "/api/v1/subscriber/publishers"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--prefix", default="bench-")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + args.token
+    adapter = HTTPAdapter(pool_connections=args.workers, pool_maxsize=args.workers)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+    existing, pages, url = set(), 0, args.url + API + "?page=1&page_size=1000"
+    while url:
+        answer = session.get(url, timeout=30)
+        answer.raise_for_status()
+        body = answer.json()
+        pages += 1
+        existing.update(row["label"] for row in body["items"])
+        url = args.url + body["next"] if body.get("next") else None
+
+    labels = ["%s%05d" % (args.prefix, i) for i in range(args.count)]
+    missing = [label for label in labels if label not in existing]
+    passwords = {}
+
+    def create(label):
+        answer = session.post(args.url + API, json={"label": label, "allow_publish": True, "allow_subscribe": False},
+                              timeout=30)
+        answer.raise_for_status()
+        passwords[label] = answer.json()["device"]["password"]
+
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        list(pool.map(create, missing))
+    print(json.dumps({"created": len(missing), "listed_pages": pages, "seconds": round(time.monotonic() - started, 3),
+                      "passwords": len(passwords)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

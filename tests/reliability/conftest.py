@@ -1,0 +1,209 @@
+"""Shared helpers of the reliability tests: fault runs of the fleet role, and the audit after them.
+
+Reuses the fleet helper's workspace (`tests/fleet/test_fleet_role.py`: `Fleet`, `devices`, the vault password)
+and adds what fault tests need on top: a run in the background (to revoke a token, kill the emulator or kill
+ansible-playbook while it runs), a bounded wait for progress on the portal, and `audit()`, which checks the
+issue's invariants: no duplicate client, every client of the fleet has a working password in the vaulted store
+(or was recovered by rotation in the rerun, which says so in its counts), the store is valid YAML at mode 0600.
+
+`RELIABILITY_REPORT=<file>` appends one JSON line per audited run (the numbers of docs/reliability.md).
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import Emulator, ansible_env, bin_path  # tests/conftest.py
+from fleet.test_fleet_role import VAULT_PASSWORD, Fleet, devices  # noqa: F401  (re-exported)
+
+REPORT = os.environ.get("RELIABILITY_REPORT")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running reliability test (fault matrix); deselect with -m 'not slow'")
+
+
+class Workspace(Fleet):
+    """Fleet workspace plus background runs and progress waits."""
+
+    _runs = 0
+
+    def command(self, devices_=None, playbook="fleet.yml", inventory="localhost,", extra=None, args=()):
+        """As Fleet.command, but each run gets its own extra-vars file (runs may start at once from one thread)."""
+        Workspace._runs += 1
+        evars = {"fleet_store": str(self.store), "fleet_batch_size": 100}
+        if devices_ is not None:
+            evars["fleet_devices"] = devices_
+        evars.update(extra or {})
+        varfile = self.dir / ("vars-run%d.json" % Workspace._runs)
+        varfile.write_text(json.dumps(evars))
+        return [bin_path("ansible-playbook"), "-i", inventory, str(self.dir / playbook), "-e", "@%s" % varfile,
+                "--vault-id", "fleet@%s" % self.vault_file] + list(args)
+
+    def start(self, devices_=None, env=None, **kwargs):
+        """Start ansible-playbook in its own process group; returns the Popen (stdout+stderr to a file)."""
+        environment = dict(self.emulator.env(), ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+        environment.update(env or {})
+        log = open(self.dir / ("run-%d.log" % time.monotonic_ns()), "w+")
+        proc = subprocess.Popen(self.command(devices_, **kwargs), stdout=log, stderr=subprocess.STDOUT, text=True,
+                                cwd=str(self.dir), env=ansible_env(environment), start_new_session=True)
+        proc.log = log
+        return proc
+
+    @staticmethod
+    def finish(proc, timeout=600):
+        proc.wait(timeout=timeout)
+        proc.log.seek(0)
+        return proc.returncode, proc.log.read()
+
+    def wait_for_clients(self, at_least, proc=None, control=None, limit_s=180):
+        """Poll the portal's client count until it reaches `at_least` (bounded); returns the count seen."""
+        control = control or self.emulator.control
+        seen = 0
+        for _ in range(int(limit_s / 0.05)):
+            seen = control.state()["clients"]
+            if seen >= at_least or (proc is not None and proc.poll() is not None):
+                return seen
+            time.sleep(0.05)
+        return seen
+
+    def raw_entries(self):
+        """The store parsed with ciphertext kept (None when missing)."""
+        if not self.store.exists():
+            return {}
+
+        class Loader(yaml.SafeLoader):
+            pass
+        Loader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
+        return (yaml.load(self.store.read_text(), Loader=Loader) or {}).get("isr_mqtt_credentials") or {}  # nosec
+
+
+def progress_counts(out):
+    """Summed counts of the role's per-batch progress lines ("batch i/n: {...}")."""
+    total = {}
+    for match in re.finditer(r"batch \d+/\d+: (\{[^}]*\})", out):
+        for key, value in yaml.safe_load(match.group(1)).items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+def audit(ws, labels, extra_portal_labels=()):
+    """The invariants after a run. Returns a dict of numbers; raises AssertionError naming what is wrong.
+
+    - duplicates: portal clients beyond the first per fleet label;
+    - lost: fleet clients on the portal whose password in the store is missing or does not log in;
+    - store: valid YAML, mode 0600, every vaulted value decrypts with the run's vault secret.
+    """
+    state = ws.emulator.control.state()
+    portal_labels = state["labels"]
+    fleet = set(labels)
+    duplicates = sum(count - 1 for label, count in portal_labels.items() if label in fleet and count > 1)
+    text = ws.store.read_text() if ws.store.exists() else ""
+    if ws.store.exists():
+        assert oct(ws.store.stat().st_mode & 0o777) == "0o600", "store mode %o" % (ws.store.stat().st_mode & 0o777)
+        yaml.load(text, Loader=_VaultTagLoader)  # valid YAML (raises otherwise)
+    entries = ws.entries() if ws.store.exists() else {}
+    lost = []
+    for label in sorted(fleet):
+        if not portal_labels.get(label):
+            continue
+        entry = entries.get(label)
+        if not entry or not entry.get("password"):
+            lost.append((label, "no password in the store"))
+            continue
+        verdict = ws.emulator.control.verify(entry["username"], entry["password"])
+        if not verdict["ok"] and verdict["reason"] != "client is paused":
+            lost.append((label, verdict["reason"]))
+    stray = sorted(set(portal_labels) - fleet - set(extra_portal_labels))
+    return {"portal_clients": sum(portal_labels.get(label, 0) for label in fleet), "duplicates": duplicates,
+            "lost": lost, "stored": len(entries), "stray_labels": stray}
+
+
+class _VaultTagLoader(yaml.SafeLoader):
+    pass
+
+
+_VaultTagLoader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
+
+
+def report(test, **numbers):
+    """Append one line of numbers for docs/reliability.md (only with RELIABILITY_REPORT set)."""
+    if REPORT:
+        with open(REPORT, "a") as handle:
+            handle.write(json.dumps(dict(test=test, **numbers), default=str) + "\n")
+
+
+@pytest.fixture
+def ws(tmp_path, emulator):
+    return Workspace(tmp_path, emulator)
+
+
+@pytest.fixture
+def file_emulator(tmp_path):
+    """An emulator on a SQLite file (so that it can be killed and restarted on the same data and port)."""
+    emu = Emulator(tmp_path, db=tmp_path / "portal.sqlite").start()
+    yield emu
+    emu.stop(sig=signal.SIGKILL)
+
+
+def restart_same_port(emu):
+    """SIGKILL the emulator process (by its pid) and start it again on the same port and DB file."""
+    port = int(emu.url.rsplit(":", 1)[1])
+    emu.process.send_signal(signal.SIGKILL)
+    emu.process.wait(timeout=30)
+    emu.extra_args = [a for a in emu.extra_args] + ["--port", str(port)]
+    last = None
+    for _ in range(50):  # bounded: the port is normally free at once (SO_REUSEADDR)
+        try:
+            return emu.start()
+        except RuntimeError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise last
+
+
+def _children_map():
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def process_tree(pid):
+    """pid and all its descendants (by parent pid)."""
+    children, tree, todo = _children_map(), [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def kill_tree(proc):
+    """SIGKILL a run we started and every process it started, by pid.
+
+    Not the process group: ansible-playbook's workers call setsid(), so a group kill leaves them (and the
+    module they run) going. The tree is frozen with SIGSTOP first, so nothing forks between listing and killing.
+    """
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in process_tree(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+ROOT = Path(__file__).resolve().parents[2]
