@@ -37,6 +37,7 @@ from ansible.plugins.action import ActionBase
 
 try:  # ansible-core >= 2.19
     from ansible.parsing.vault import EncryptedString as _EncryptedString
+    AnsibleVaultEncryptedUnicode = None
 except ImportError:  # ansible-core 2.17 / 2.18
     _EncryptedString = None
     from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode

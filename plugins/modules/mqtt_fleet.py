@@ -11,16 +11,16 @@ module: mqtt_fleet
 short_description: Reconcile a whole fleet of MQTT clients on the iShareRadio MQTT portal in one run
 version_added: 0.1.0
 description:
-  - Brings many MQTT clients (I(Single device) publisher credentials) in line with a list, in one module run:
-    one list request for the portal's state (all pages), one shared plan, then only the necessary writes,
+  - Brings many MQTT clients (I(Single device) publisher credentials) in line with a list, in one module run.
+    One list request for the portal's state (all pages), one shared plan, then only the necessary writes,
     several at a time over one HTTP session.
   - Clients are matched by label. Labels must be unique in O(clients); a label held by several portal clients
     fails the run before any write, naming their client_ids.
   - Every password the run receives (create, rotate, recovery) is returned in RV(credentials), also when the run
     fails half way, so nothing is lost. B(Always use C(no_log=true)) on the task and C(register) the result; the
-    role M(isr.mqtt.fleet) does that and stores the passwords vault-encrypted with M(isr.mqtt.vault_credentials).
+    role P(isr.mqtt.fleet#role) does that and stores the passwords vault-encrypted with M(isr.mqtt.vault_credentials).
 author:
-  - isr.mqtt maintainers
+  - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
@@ -80,7 +80,7 @@ options:
   keep_labels:
     description:
       - With O(purge), labels that are never deleted although they are not in O(clients).
-      - Lets a caller reconcile a big fleet in batches (the role M(isr.mqtt.fleet) purges in its first batch and
+      - Lets a caller reconcile a big fleet in batches (the role P(isr.mqtt.fleet#role) purges in its first batch and
         keeps the labels of the other batches).
     type: list
     elements: str
@@ -98,7 +98,6 @@ notes:
 seealso:
   - module: isr.mqtt.mqtt_client
   - module: isr.mqtt.vault_credentials
-  - role: isr.mqtt.fleet
 """
 
 EXAMPLES = r"""
@@ -169,7 +168,7 @@ credentials:
                     publish_topic: "550e.../pub-3f9c2a71d0b4/", history_topic_prefix: "550e.../pub-3f9c2a71d0b4",
                     rotated_at: "2026-11-26T00:00:00Z"}
 actions:
-  description: The actions done (check mode, planned), in order per label; C(fields) of a recovery rotate is C({reason: recover}).
+  description: "The actions done (check mode, planned), in order per label; C(fields) of a recovery rotate is C({reason: recover})."
   returned: always
   type: list
   elements: dict

@@ -13,7 +13,7 @@ module: vault_credentials
 short_description: Keep MQTT credentials in a YAML store with vault-encrypted passwords
 version_added: 0.1.0
 description:
-  - Merges MQTT credentials (as returned by M(isr.mqtt.mqtt_fleet)) into a store file on the controller: readable YAML,
+  - Merges MQTT credentials (as returned by M(isr.mqtt.mqtt_fleet)) into a store file on the controller, readable YAML with
     one entry per label under the key C(isr_mqtt_credentials), each password an inline C(!vault) value. The file can
     be reviewed in git and read back with M(ansible.builtin.include_vars).
   - Encrypts with the vault secret the run was started with (C(--vault-id), C(--vault-password-file), or an AWX Vault
@@ -21,12 +21,12 @@ description:
   - Unchanged entries keep their ciphertext byte for byte, so a run that receives no new password does not rewrite the file.
   - Writes atomically (temporary file in the same directory, fsync, rename) with mode C(0600), under an exclusive lock
     (C(PATH.lock)); the store is re-read under the lock, so concurrent runs on one store lose nothing.
-  - Returns every entry of the store in RV(credentials), passwords as vault-encrypted objects: output at any verbosity
+  - Returns every entry of the store in RV(credentials), passwords as vault-encrypted objects, so output at any verbosity
     and fact caches see only ciphertext; templates get the password.
   - With O(facts_from), sets the facts C(mqtt_client_id), C(mqtt_username), C(mqtt_password) (vault-encrypted),
     C(mqtt_publish_topic), C(mqtt_history_topic_prefix), C(mqtt_rotated_at) from one entry of RV(credentials).
 author:
-  - isr.mqtt maintainers
+  - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
   - isr.mqtt.attributes
 attributes:
@@ -73,7 +73,6 @@ notes:
     in the same play that uses them, or read the store with M(ansible.builtin.include_vars)."
 seealso:
   - module: isr.mqtt.mqtt_fleet
-  - role: isr.mqtt.fleet
 """
 
 EXAMPLES = r"""

@@ -1,0 +1,361 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The isr.mqtt.vault_credentials action plugin, in-process: a real DataLoader with real vault secrets,
+real files in a temp dir; only the task object is a stand-in."""
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from ansible.errors import AnsibleActionFail
+from ansible.parsing.dataloader import DataLoader
+from ansible.module_utils.common.text.converters import to_text
+from ansible.parsing.vault import VaultLib, VaultSecret, is_encrypted
+
+from ansible_collections.isr.mqtt.plugins.action import vault_credentials
+from ansible_collections.isr.mqtt.plugins.action.vault_credentials import ActionModule
+
+try:  # ansible-core >= 2.19
+    from ansible.parsing.vault import EncryptedString as VaultObject, VaultSecretsContext
+except ImportError:  # 2.17 / 2.18 (scripts/matrix.sh venvs)
+    from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode as VaultObject
+    VaultSecretsContext = None
+
+FLEET = ("fleet", VaultSecret(b"unit-fleet-vault-password"))
+OTHER = ("other", VaultSecret(b"another-vault-password"))
+
+
+def cred(n, password=None, **extra):
+    cid = "pub-%012d" % n
+    entry = {"client_id": cid, "username": cid, "password": password or "secret-password-%d" % n,
+             "publish_topic": "acct/%s/" % cid, "history_topic_prefix": "acct/%s" % cid, "rotated_at": "2026-01-0%dT00:00:00Z" % (n % 9 + 1)}
+    entry.update(extra)
+    return entry
+
+
+class Warnings(object):
+    def __init__(self):
+        self.messages = []
+
+    def warning(self, msg, *args, **kwargs):
+        self.messages.append(msg)
+
+
+@pytest.fixture
+def secrets_context(monkeypatch):
+    """Let EncryptedString values decrypt (ansible-playbook sets this up once per run; 2.19+ only)."""
+    if VaultSecretsContext is not None:
+        monkeypatch.setattr(VaultSecretsContext, "_current", VaultSecretsContext([FLEET]))
+
+
+def plaintext_of(value):
+    """What a template sees of a vault object."""
+    return str(value) if VaultSecretsContext is not None else to_text(value.data)
+
+
+def ciphertext_of(value):
+    return to_text(value._ciphertext)
+
+
+def run_action(args, secrets=(FLEET,), check_mode=False, diff=False):
+    """-> (result, warnings); raises what the plugin raises."""
+    loader = DataLoader()
+    loader.set_vault_secrets(list(secrets))
+    task = SimpleNamespace(args=dict(args), check_mode=check_mode, diff=diff, async_val=0, action="isr.mqtt.vault_credentials")
+    connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None))
+    action = ActionModule(task, connection, None, loader, None, None)
+    action._display = Warnings()
+    return action.run(task_vars={}), action._display.messages
+
+
+def raw_entries(path):
+    """The store's entries with the ciphertext text of each password (no decryption)."""
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!vault", lambda loader, node: "VAULT:" + loader.construct_scalar(node))
+    return yaml.load(path.read_text(), Loader=Loader)["isr_mqtt_credentials"]  # nosec: SafeLoader + !vault
+
+
+def decrypt(ciphertext, secrets=(FLEET,)):
+    return VaultLib(list(secrets)).decrypt(ciphertext.replace("VAULT:", "", 1)).decode()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "store" / "credentials.yml"
+
+
+@pytest.fixture(autouse=True)
+def store_dir(tmp_path):
+    (tmp_path / "store").mkdir()
+
+
+def test_first_write_encrypts_every_password_and_is_private(store):
+    old_umask = os.umask(0)  # a permissive umask must not widen the store
+    try:
+        result, warnings = run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2)}})
+    finally:
+        os.umask(old_umask)
+    assert result["changed"] is True and result["added"] == ["dev-1", "dev-2"] and result["updated"] == []
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    text = store.read_text()
+    assert "secret-password-1" not in text and "secret-password-2" not in text
+    assert text.count("$ANSIBLE_VAULT;1.2;AES256;fleet") == 2
+    entries = raw_entries(store)
+    assert decrypt(entries["dev-1"]["password"]) == "secret-password-1"
+    assert entries["dev-2"]["publish_topic"] == "acct/pub-000000000002/"
+    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]  # no temp file left
+    assert warnings == []
+
+
+def test_store_is_readable_by_ansibles_own_loader(store, secrets_context):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    loader = DataLoader()
+    loader.set_vault_secrets([FLEET])
+    data = loader.load_from_file(str(store))  # what include_vars does
+    password = data["isr_mqtt_credentials"]["dev-1"]["password"]
+    assert isinstance(password, VaultObject) and plaintext_of(password) == "secret-password-1"
+
+
+def test_unchanged_entries_keep_their_ciphertext_byte_for_byte(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2)}})
+    before = store.read_bytes()
+    mtime = store.stat().st_mtime_ns
+    time.sleep(0.01)
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2)}})
+    assert result["changed"] is False and result["added"] == result["updated"] == result["removed"] == []
+    assert store.read_bytes() == before and store.stat().st_mtime_ns == mtime  # not even rewritten
+
+    old = raw_entries(store)
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-3": cred(3), "dev-2": cred(2, password="new-pw")}})
+    assert result["added"] == ["dev-3"] and result["updated"] == ["dev-2"]
+    new = raw_entries(store)
+    assert new["dev-1"]["password"] == old["dev-1"]["password"]  # untouched entry: same ciphertext
+    assert new["dev-2"]["password"] != old["dev-2"]["password"] and decrypt(new["dev-2"]["password"]) == "new-pw"
+    assert decrypt(new["dev-3"]["password"]) == "secret-password-3"
+
+
+def test_changed_details_with_the_same_password_update_the_entry(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1, rotated_at="2027-01-01T00:00:00Z")}})
+    assert result["updated"] == ["dev-1"] and raw_entries(store)["dev-1"]["rotated_at"] == "2027-01-01T00:00:00Z"
+
+
+def test_entry_encrypted_with_another_secret_is_re_encrypted_with_ours(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}}, secrets=(OTHER,))
+    assert "AES256;other" in store.read_text()
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}}, secrets=(FLEET,))
+    assert result["updated"] == ["dev-1"]
+    assert "AES256;fleet" in store.read_text() and "AES256;other" not in store.read_text()
+
+
+def test_merge_keeps_entries_not_given_and_removal_drops_them(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2), "dev-3": cred(3)}})
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-4": cred(4)}, "remove": ["dev-2", "dev-9"]})
+    assert result["removed"] == ["dev-2"] and result["added"] == ["dev-4"]
+    assert sorted(raw_entries(store)) == ["dev-1", "dev-3", "dev-4"]
+    assert sorted(result["credentials"]) == ["dev-1", "dev-3", "dev-4"]
+    # a label both removed and given (deleted, then re-created in one run) is kept with the new password
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1, password="again")}, "remove": ["dev-1"]})
+    assert result["removed"] == [] and result["updated"] == ["dev-1"]
+    assert decrypt(raw_entries(store)["dev-1"]["password"]) == "again"
+    # removing everything leaves a valid, empty store
+    run_action({"path": str(store), "remove": ["dev-1", "dev-3", "dev-4"]})
+    assert yaml.safe_load(store.read_text()) == {"isr_mqtt_credentials": {}}
+
+
+def test_returned_passwords_are_encrypted_objects(store, secrets_context):
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    entry = result["credentials"]["dev-1"]
+    assert isinstance(entry["password"], VaultObject)
+    assert ciphertext_of(entry["password"]) == entry["password_vault"]
+    assert is_encrypted(entry["password_vault"].encode())
+    assert "secret-password-1" not in entry["password_vault"]
+    assert plaintext_of(entry["password"]) == "secret-password-1"  # a template gets the password
+    assert entry["client_id"] == "pub-000000000001" and entry["username"] == "pub-000000000001"
+    assert "password" not in repr({k: v for k, v in entry.items() if k != "password"}).replace("password_vault", "")
+
+
+def test_vault_object_from_an_earlier_run_is_accepted_without_rewrite(store, secrets_context):
+    first, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    before = store.read_bytes()
+    again = dict(cred(1), password=first["credentials"]["dev-1"]["password"])  # a vault object
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": again}})
+    assert result["changed"] is False and store.read_bytes() == before
+
+
+def test_no_vault_secret_fails_before_writing(store):
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(store), "credentials": {"dev-1": cred(1)}}, secrets=())
+    assert "no vault secret is loaded" in str(err.value) and "--vault-id" in str(err.value)
+    assert str(store) in str(err.value)
+    assert os.listdir(str(store.parent)) == []  # no store, no lock file, no temp file
+
+
+def test_unknown_vault_id_fails_before_writing(store):
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(store), "credentials": {"dev-1": cred(1)}, "vault_id": "prod"}, secrets=(FLEET, OTHER))
+    assert "vault_id 'prod' is not among the vault secrets of this run (fleet, other)" in str(err.value)
+    assert os.listdir(str(store.parent)) == []
+
+
+def test_vault_id_picks_the_secret(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}, "vault_id": "other"}, secrets=(FLEET, OTHER))
+    assert "AES256;other" in store.read_text()
+    assert decrypt(raw_entries(store)["dev-1"]["password"], secrets=(OTHER,)) == "secret-password-1"
+
+
+def test_failed_write_leaves_the_old_store_and_no_temp_file(store, monkeypatch):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    before = store.read_bytes()
+
+    def broken_rename(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vault_credentials.os, "rename", broken_rename)
+    with pytest.raises(OSError):
+        run_action({"path": str(store), "credentials": {"dev-2": cred(2)}})
+    assert store.read_bytes() == before
+    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]
+
+
+def test_write_atomic_replaces_a_world_readable_file_with_a_0600_one(tmp_path):
+    target = tmp_path / "f.yml"
+    target.write_text("old")
+    os.chmod(str(target), 0o644)
+    vault_credentials.write_atomic(str(target), "new\n")
+    assert target.read_text() == "new\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_the_store_is_re_read_under_an_exclusive_lock(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    outcome = {}
+    lock_fd = os.open(str(store) + ".lock", os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another run holds the lock
+    try:
+        worker = threading.Thread(target=lambda: outcome.update(
+            result=run_action({"path": str(store), "credentials": {"dev-2": cred(2)}})[0]))
+        worker.start()
+        time.sleep(0.5)
+        assert worker.is_alive(), "the plugin must wait for the lock"
+        assert "dev-2" not in store.read_text()
+        # meanwhile the other run writes its entry
+        run_other = vault_credentials.render_store(dict(vault_credentials.read_store(str(store)), **{
+            "other-1": dict(client_id="pub-o", username="pub-o", password=vault_credentials.Vaulted(
+                VaultLib([FLEET]).encrypt("other-pw", FLEET[1], vault_id="fleet").decode()))}))
+        vault_credentials.write_atomic(str(store), run_other)
+    finally:
+        os.close(lock_fd)
+    worker.join(10)
+    assert not worker.is_alive()
+    assert sorted(raw_entries(store)) == ["dev-1", "dev-2", "other-1"]  # nothing lost
+    assert outcome["result"]["added"] == ["dev-2"]
+
+
+def test_check_mode_reports_and_writes_nothing(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    before = store.read_bytes()
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-2": cred(2)}, "remove": ["dev-1"]},
+                               check_mode=True, diff=True)
+    assert result["changed"] is True and result["added"] == ["dev-2"] and result["removed"] == ["dev-1"]
+    assert store.read_bytes() == before
+    assert "secret" not in result["diff"]["before"] + result["diff"]["after"]
+    assert result["diff"]["after"] == "dev-2: new password (vaulted)\n"
+    assert result["diff"]["before"] == "dev-1: password (vaulted)\n"
+    fresh = store.parent / "fresh.yml"
+    run_action({"path": str(fresh), "credentials": {"dev-2": cred(2)}}, check_mode=True)
+    assert not fresh.exists() and not (store.parent / "fresh.yml.lock").exists()
+
+
+def test_entries_without_password_are_skipped_with_a_warning(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    before = store.read_bytes()
+    result, warnings = run_action({"path": str(store), "credentials": {"dev-1": dict(cred(1), password=None),
+                                                                       "dev-2": dict(cred(2), password="")}})
+    assert result["changed"] is False and store.read_bytes() == before
+    assert warnings == ["isr.mqtt.vault_credentials: no password given for dev-1, dev-2; those entries were left as they were"]
+
+
+def test_username_defaults_to_client_id(store):
+    run_action({"path": str(store), "credentials": {"dev-1": dict(cred(1), username=None)}})
+    assert raw_entries(store)["dev-1"]["username"] == "pub-000000000001"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("- a\n- b\n", "must be a mapping with the key isr_mqtt_credentials"),
+    ("isr_mqtt_credentials: [1]\n", "must be a mapping with the key isr_mqtt_credentials"),
+    ("isr_mqtt_credentials: {a: [\n", "is not valid YAML"),
+])
+def test_a_foreign_or_broken_store_is_refused(store, content, message):
+    store.write_text(content)
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    assert message in str(err.value)
+    assert store.read_text() == content
+
+
+def test_empty_store_file_is_an_empty_store(store):
+    store.write_text("")
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    assert result["added"] == ["dev-1"]
+
+
+def test_bad_arguments(store, tmp_path):
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(store), "credentials": {"dev-1": "just-a-password"}})
+    assert "credentials['dev-1'] must be a dict" in str(err.value)
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(tmp_path / "missing" / "s.yml"), "credentials": {"dev-1": cred(1)}})
+    assert "the directory of path" in str(err.value) and "does not exist" in str(err.value)
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(store), "facts_from": {"client_id": "x"}})
+    assert "mutually exclusive: path|facts_from" in str(err.value)
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({})
+    assert "one of the following is required: path, facts_from" in str(err.value)
+    assert os.listdir(str(store.parent)) == []
+
+
+def test_unreadable_store_is_reported(store):
+    store.mkdir()  # a directory where the file should be
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    assert "cannot read the credential store" in str(err.value)
+
+
+def test_facts_from_an_entry_hold_ciphertext_only(store, secrets_context):
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    entry = dict((k, v) for k, v in result["credentials"]["dev-1"].items() if k != "password")
+    facts, dummy = run_action({"facts_from": entry})
+    assert facts["changed"] is False
+    values = facts["ansible_facts"]
+    assert values["mqtt_client_id"] == values["mqtt_username"] == "pub-000000000001"
+    assert values["mqtt_publish_topic"] == "acct/pub-000000000001/"
+    assert isinstance(values["mqtt_password"], VaultObject)
+    assert ciphertext_of(values["mqtt_password"]) == entry["password_vault"]
+    assert plaintext_of(values["mqtt_password"]) == "secret-password-1"
+    none, dummy = run_action({"facts_from": {"client_id": "pub-x"}})
+    assert none["ansible_facts"]["mqtt_password"] is None
+    with pytest.raises(AnsibleActionFail) as err:
+        run_action({"facts_from": {"client_id": "pub-x", "password_vault": "plain-text-password"}})
+    assert "must be vault ciphertext" in str(err.value)
+
+
+def test_a_hand_edited_clear_text_password_is_encrypted_and_a_null_one_kept(store):
+    fields = dict((k, v) for k, v in cred(1).items() if k != "password")  # same details: only the password differs
+    store.write_text(yaml.safe_dump({"isr_mqtt_credentials": {
+        "dev-1": dict(fields, password="secret-password-1"),
+        "dev-2": {"client_id": "pub-000000000002", "password": None}}}))
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    assert result["updated"] == ["dev-1"]
+    text = store.read_text()
+    assert "secret-password-1" not in text
+    entries = raw_entries(store)
+    assert decrypt(entries["dev-1"]["password"]) == "secret-password-1"
+    assert entries["dev-2"]["password"] is None and entries["dev-2"]["client_id"] == "pub-000000000002"
+    assert result["credentials"]["dev-2"]["password"] is None and result["credentials"]["dev-2"]["password_vault"] is None
