@@ -9,7 +9,14 @@ cd "$REPO_ROOT"
 python_version="${SANITY_PYTHON:-$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"
-for name in get_pip_24_2.py get_pip_25_2.py; do
+# The pip versions this ansible-test bootstraps (23.1.2 for ansible-core 2.17, 24.2 for 2.19, ...).
+pip_versions="$(python - <<'PY'
+import os, re, ansible_test
+src = open(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")).read()
+print(" ".join(sorted(set(re.findall(r"pip=\'([0-9.]+)\'", src)))))
+PY
+)"
+for name in get_pip_24_2.py get_pip_25_2.py $(for v in $pip_versions; do echo "get_pip_${v//./_}.py"; done); do
   cat > "$cache/$name" <<'PY'
 # Offline stand-in for the get-pip.py that ansible-test downloads.
 import subprocess
