@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run a command and write {"rc", "children_maxrss_kb", "cpu_s"} to $BENCH_RUSAGE.
 
 children_maxrss_kb = getrusage(RUSAGE_CHILDREN).ru_maxrss of this wrapper after the command: the largest

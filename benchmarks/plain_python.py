@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Scenario 4, the limit of this machine: the same creates with no Ansible at all.
 
     python benchmarks/plain_python.py --url URL --token TOKEN --count N [--workers 8]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fleet benchmark: N new devices against the emulator on 127.0.0.1, five ways, plus each no-op rerun.
 
     python benchmarks/run.py [--sizes 100,1000,10000] [--repeat 3] [--slow-repeat 1]
@@ -268,8 +267,8 @@ class Bench:
               flush=True)
 
     def save(self):
-        (self.out / "results.json").write_text(json.dumps({"machine": machine(), "args": vars(self.args),
-                                                            "runs": self.runs}, indent=1))
+        results = {"machine": machine(), "args": vars(self.args), "runs": self.runs}
+        (self.out / "results.json").write_text(json.dumps(results, indent=1))
 
 
 def rate_limit_waited(log_path):
@@ -402,7 +401,10 @@ def extrapolate(table, sizes):
             continue
         slope_c = (have[1000]["create_s"] - have[100]["create_s"]) / 900.0
         slope_r = (have[1000]["rerun_s"] - have[100]["rerun_s"]) / 900.0
-        pages = lambda k: max(1, math.ceil(k / 1000.0))  # noqa: E731 - list pages with k rows
+
+        def pages(k):  # list pages with k rows
+            return max(1, math.ceil(k / 1000.0))
+
         if name == "uri":
             create_req, rerun_req = big, pages(big)
         else:  # every item lists all pages, then creates

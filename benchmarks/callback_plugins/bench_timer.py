@@ -53,7 +53,8 @@ class CallbackModule(CallbackBase):
             self.first_task = now
         self.current = (task.get_name(), now)
 
-    v2_playbook_on_handler_task_start = lambda self, task: self.v2_playbook_on_task_start(task, False)  # noqa: E731
+    def v2_playbook_on_handler_task_start(self, task):
+        self.v2_playbook_on_task_start(task, False)
 
     def v2_playbook_on_stats(self, stats):
         end = self._close()

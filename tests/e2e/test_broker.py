@@ -131,7 +131,7 @@ def test_remove_subscriber_refuses(broker, account, mqtt, login):
 
 
 def test_broker_errors_are_raised(broker, account, device):
-    name, _ = device
+    name, dummy = device
     with pytest.raises(BrokerError, match="already exists"):
         broker.add_client(name, "pw", account, name, True, False)
     with pytest.raises(BrokerError):
@@ -154,7 +154,7 @@ def test_broker_error_when_broker_is_gone(tmp_path, account):
 
 
 def test_concurrent_calls_from_many_threads(broker, account, login, mqtt):
-    names = [new_id("pub") for _ in range(200)]
+    names = [new_id("pub") for dummy in range(200)]
     errors = []
 
     def work(chunk):

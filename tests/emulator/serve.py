@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Start the portal emulator: `python tests/emulator/serve.py --port 0 --state-file emulator.json`.
 
 Seeds one account (with the Mgmt add-on) and an API token, prints the portal URL, account id and

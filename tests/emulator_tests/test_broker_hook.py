@@ -34,7 +34,7 @@ def test_writes_reach_the_broker(make_portal):
     portal.call("DELETE", "/publishers/" + client_id)
     sub = portal.call("POST", "/subscriber-mqtt-passwords", json={"label": "g"}).json()
     portal.call("DELETE", "/subscriber-mqtt-passwords/" + sub["id"])
-    assert [name for name, _ in broker.calls] == [
+    assert [name for name, dummy in broker.calls] == [
         "add_client", "set_enabled", "set_enabled", "set_password", "set_permissions", "remove_client",  # one pause: no-op
         "add_subscriber", "remove_subscriber"]
 

@@ -9,7 +9,7 @@ import requests
 def test_rate_limit_headers_and_429(make_portal):
     portal = make_portal(hourly_budget=3, window_seconds=2)
     remaining = []
-    for _ in range(3):
+    for dummy in range(3):
         response = portal.call("GET", "/publishers")
         assert response.status_code == 200
         assert response.headers["X-RateLimit-Limit"] == "3"
@@ -56,7 +56,7 @@ def test_counters_by_token_and_route_template(portal):
 
 def test_burst_429(portal):
     portal.control.set_faults(burst_429=2)
-    answers = [portal.call("GET", "/publishers") for _ in range(3)]
+    answers = [portal.call("GET", "/publishers") for dummy in range(3)]
     assert [a.status_code for a in answers] == [429, 429, 200]
     assert answers[0].headers["Retry-After"] == "1"
 
@@ -66,7 +66,7 @@ def test_error_rate(portal):
     response = portal.call("POST", "/publishers", json={"label": "x"})
     assert response.status_code == 502
     portal.control.set_faults(error_rate=0.5, error_statuses=[500, 503])
-    statuses = {portal.call("GET", "/publishers").status_code for _ in range(60)}
+    statuses = {portal.call("GET", "/publishers").status_code for dummy in range(60)}
     assert statuses == {200, 500, 503}
     portal.control.set_faults()
     assert portal.control.state()["clients"] == 0  # answered before doing anything
@@ -80,7 +80,7 @@ def test_latency_overlaps_between_concurrent_requests(portal):
         answers.append(requests.get(portal.url + "/api/v1/subscriber/publishers", timeout=10,
                                     headers={"Authorization": "Bearer " + portal.token}).status_code)
 
-    threads = [threading.Thread(target=get) for _ in range(8)]
+    threads = [threading.Thread(target=get) for dummy in range(8)]
     started = time.monotonic()
     for thread in threads:
         thread.start()

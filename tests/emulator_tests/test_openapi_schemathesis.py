@@ -19,7 +19,7 @@ def test_schemathesis_finds_nothing(tmp_path):
            "--header", "Authorization: Bearer " + portal.token, "--checks", "all", "--max-examples", "25",
            "--seed", "20261126", "--no-shrink"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
     finally:
         portal.stop()
     output = done.stdout + done.stderr

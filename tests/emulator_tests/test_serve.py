@@ -53,8 +53,8 @@ def test_seed_curl_commands_work_verbatim(emulator):
     env = {"PORTAL_ORIGIN": emulator.url, "TOKEN": emulator.token, "PATH": "/usr/bin:/bin"}
 
     def curl(command):
-        done = subprocess.run(["sh", "-c", command + ' -w "\\n%{http_code}"'], capture_output=True, text=True, env=env, timeout=30)
-        body, _, status = done.stdout.rpartition("\n")
+        done = subprocess.run(["sh", "-c", command + ' -w "\\n%{http_code}"'], capture_output=True, text=True, env=env, timeout=30, check=False)
+        body, dummy, status = done.stdout.rpartition("\n")
         return int(status), body
 
     status, body = curl('curl -sS -X POST "${PORTAL_ORIGIN}/api/v1/subscriber/publishers" -H "Authorization: Bearer ${TOKEN}" '
@@ -100,7 +100,7 @@ def test_cli_limits_reach_the_seeded_account(tmp_path):
     emu = Emulator(tmp_path, extra_args=["--max-clients", "1", "--hourly-budget", "2", "--no-mgmt-addon"]).start()
     try:
         headers = {"Authorization": "Bearer " + emu.token}
-        for _ in range(2):
+        for dummy in range(2):
             assert requests.get(emu.url + "/api/v1/subscriber/publishers", headers=headers, timeout=10).status_code == 403
         emu.control.set_account(emu.account_id, mgmt_addon=True)
         api = emu.url + "/api/v1/subscriber/publishers"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import Emulator, ansible_env, bin_path  # tests/conftest.py
-from fleet.test_fleet_role import VAULT_PASSWORD, Fleet, devices  # noqa: F401  (re-exported)
+from fleet.test_fleet_role import Fleet, devices  # noqa: F401  pylint: disable=unused-import  (re-exported for test_faults)
 
 REPORT = os.environ.get("RELIABILITY_REPORT")
 
@@ -67,7 +67,7 @@ class Workspace(Fleet):
         """Poll the portal's client count until it reaches `at_least` (bounded); returns the count seen."""
         control = control or self.emulator.control
         seen = 0
-        for _ in range(int(limit_s / 0.05)):
+        for dummy in range(int(limit_s / 0.05)):
             seen = control.state()["clients"]
             if seen >= at_least or (proc is not None and proc.poll() is not None):
                 return seen
@@ -158,9 +158,9 @@ def restart_same_port(emu):
     port = int(emu.url.rsplit(":", 1)[1])
     emu.process.send_signal(signal.SIGKILL)
     emu.process.wait(timeout=30)
-    emu.extra_args = [a for a in emu.extra_args] + ["--port", str(port)]
+    emu.extra_args = list(emu.extra_args) + ["--port", str(port)]
     last = None
-    for _ in range(50):  # bounded: the port is normally free at once (SO_REUSEADDR)
+    for dummy in range(50):  # bounded: the port is normally free at once (SO_REUSEADDR)
         try:
             return emu.start()
         except RuntimeError as exc:

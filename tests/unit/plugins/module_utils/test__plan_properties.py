@@ -134,8 +134,8 @@ fleet_args = dict(
 
 @SETTINGS
 @given(**fleet_args)
-def test_plan_fleet_reaches_the_desired_state_counts_match_and_replanning_is_empty(desired, rows, purge, pattern,
-                                                                                  rotate, recover):
+def test_plan_fleet_reaches_the_desired_state_counts_match_and_replanning_is_empty(
+        desired, rows, purge, pattern, rotate, recover):
     for item in desired:
         item["rotate"] = False  # rotation comes through the rotate= list here
     plan = plan_fleet(desired, rows, purge=purge, purge_match=pattern, rotate=rotate, recover=recover)
