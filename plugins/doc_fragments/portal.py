@@ -21,13 +21,13 @@ options:
     type: str
   api_token:
     description:
-      - Mgmt REST API token of the portal account (starts with C(isr_mqtt_rest_)), made in the portal under
+      - Mgmt REST API token of the portal account, a string (starts with C(isr_mqtt_rest_)), made in the portal under
         B(Settings > REST API tokens). The account needs the B(Mgmt REST API) add-on, enabled under B(Subscriptions).
       - "Sent as C(Authorization: Bearer) header; never logged or returned."
       - If not set, the value of the E(ISR_PORTAL_TOKEN) environment variable is used.
         The module fails when neither is set.
       - This is an HTTP token; never use it as an MQTT password.
-    type: str
+    type: raw
   validate_certs:
     description:
       - Whether to verify the portal's TLS certificate.

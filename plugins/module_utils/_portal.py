@@ -712,7 +712,7 @@ def portal_argument_spec():
     """The connection options every module accepts (documented in doc fragment isr.mqtt.portal)."""
     return dict(
         portal_url=dict(type="str", fallback=(env_fallback, ["ISR_PORTAL_URL"])),
-        api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["ISR_PORTAL_TOKEN"])),
+        api_token=dict(type="raw", no_log=True, fallback=(env_fallback, ["ISR_PORTAL_TOKEN"])),
         validate_certs=dict(type="bool", default=True),
         ca_path=dict(type="path"),
         timeout=dict(type="int", default=30),
@@ -725,6 +725,14 @@ def client_from_module(module, pool_size=None):
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     params = module.params
+    token = params.get("api_token")
+    if token is not None and not isinstance(token, str):
+        # Its parts became no_log values, which would mask every "a" of the message. Forget them and the value
+        # (so that the echoed parameters hold nothing of it either): the message does not show it.
+        params["api_token"] = None
+        module.no_log_values.difference_update([value for value in module.no_log_values if value in repr(token)])
+        module.fail_json(msg="api_token must be a string (the token itself, isr_mqtt_rest_...), not %s; "
+                             "give a single quoted string" % type(token).__name__)
     if not params.get("portal_url"):
         module.fail_json(msg="portal_url is required: set the portal_url option or the ISR_PORTAL_URL environment variable "
                              "(for example https://mqtt.ishareradio.com).")

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime
 import re
 
-LABEL_MAX = 64
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import LABEL_MAX, check_id, check_label
+
 EXPIRES_MIN = 1
 EXPIRES_MAX = 3650
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PlanError(ValueError):
@@ -30,21 +30,25 @@ class PlanError(ValueError):
         self.ids = ids or []
 
 
+def check_identity(label=None, sub_id=None):
+    """The input errors of ``label`` and ``id`` (None: not given); shared with mqtt_subscriber_info's filters."""
+    errors = []
+    if label is not None:
+        if isinstance(label, str) and not label.strip():
+            errors.append("label must not be empty; give the subscriber a name of 1 to %d characters" % LABEL_MAX)
+        else:
+            errors.append(check_label(label))
+    if sub_id is not None:
+        errors.append(check_id(sub_id, "id", "subscriber", "use the id shown by isr.mqtt.mqtt_subscriber_info (sub-...), "
+                               "or leave it out to identify the subscriber by label"))
+    return [error for error in errors if error]
+
+
 def check_desired(desired):
     """Return the list of input errors (empty when valid). Runs before any request."""
-    errors = []
     label = desired.get("label")
     sub_id = desired.get("id")
-    if label is not None:
-        if not label.strip():
-            errors.append("label must not be empty; give the subscriber a name of 1 to %d characters" % LABEL_MAX)
-        elif len(label) > LABEL_MAX:
-            errors.append("label is %d characters long; the portal allows at most %d" % (len(label), LABEL_MAX))
-        elif _CONTROL.search(label):
-            errors.append("label contains a control character (newline, tab, ...); remove it")
-    if sub_id is not None and (not sub_id.strip() or "/" in sub_id or _CONTROL.search(sub_id)):
-        errors.append("id %r is not a subscriber id; use the id shown by isr.mqtt.mqtt_subscriber_info (sub-...), "
-                      "or leave it out to identify the subscriber by label" % (sub_id,))
+    errors = check_identity(label, sub_id)
     if label is None and sub_id is None:
         errors.append("one of label or id is required to identify the subscriber")
     days = desired.get("expires_in_days")

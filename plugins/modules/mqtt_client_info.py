@@ -24,11 +24,15 @@ extends_documentation_fragment:
   - isr.mqtt.attributes.info_module
 options:
   label:
-    description: Only clients with exactly this label (labels are not unique on the portal).
-    type: str
+    description:
+      - Only clients with exactly this label (labels are not unique on the portal).
+      - A string of 1 to 64 characters without control characters, as in M(isr.mqtt.mqtt_client); anything else fails.
+    type: raw
   client_id:
-    description: Only the client with this id (C(pub-...)).
-    type: str
+    description:
+      - Only the client with this id, a string (C(pub-...)).
+      - Ids that M(isr.mqtt.mqtt_client) refuses (V(live), V(..), ids with C(/)) fail.
+    type: raw
   paused:
     description: Only paused (V(true)) or only active (V(false)) clients. All when not set.
     type: bool
@@ -111,6 +115,7 @@ clients:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import check_client_id, check_label
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 
@@ -122,11 +127,16 @@ def matches(row, params):
 def main():
     argument_spec = portal_argument_spec()
     argument_spec.update(
-        label=dict(type="str"),
-        client_id=dict(type="str"),
+        label=dict(type="raw"),
+        client_id=dict(type="raw"),
         paused=dict(type="bool"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    label, client_id = module.params["label"], module.params["client_id"]
+    problem = (check_label(label) if label is not None else None) or (
+        check_client_id(client_id) if client_id is not None else None)
+    if problem:
+        module.fail_json(msg=problem)
     client = client_from_module(module)
     try:
         rows = client.list_clients()

@@ -50,19 +50,20 @@ attributes:
 options:
   label:
     description:
-      - The subscriber's label, 1 to 64 characters without control characters.
+      - The subscriber's label, a string of 1 to 64 characters without control characters. Any other type (a number,
+        a list) is refused; quote a numeric label.
       - Identifies the subscriber unless O(id) is given. Required to create a subscriber unless O(id) is given
         for a replacement, which keeps the old label.
-    type: str
+    type: raw
   id:
     description:
-      - The subscriber's id (equal to its user name, C(sub-...)), as returned in RV(subscriber.id) or by
+      - The subscriber's id (a string equal to its user name, C(sub-...)), as returned in RV(subscriber.id) or by
         M(isr.mqtt.mqtt_subscriber_info).
       - Selects one subscriber among several with the same O(label). When O(label) is also given it must match the
         subscriber's label.
       - The portal generates ids; with O(state=present) a subscriber with an unknown id cannot be created and the
         module fails.
-    type: str
+    type: raw
     aliases: [username]
   state:
     description:
@@ -379,8 +380,8 @@ class Runner(object):
 def main():
     argument_spec = portal_argument_spec()
     argument_spec.update(
-        label=dict(type="str"),
-        id=dict(type="str", aliases=["username"]),
+        label=dict(type="raw"),
+        id=dict(type="raw", aliases=["username"]),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         expires_in_days=dict(type="int", default=30),
         regenerate=dict(type="bool", default=False),

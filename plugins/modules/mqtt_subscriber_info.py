@@ -32,12 +32,14 @@ options:
   label:
     description:
       - Only list subscribers with exactly this label. Labels are not unique, so several may be returned.
-    type: str
+      - A string of 1 to 64 characters without control characters, as in M(isr.mqtt.mqtt_subscriber); anything else
+        fails.
+    type: raw
   id:
     description:
-      - Only list the subscriber with this id (equal to its user name, C(sub-...)).
+      - Only list the subscriber with this id, a string equal to its user name (C(sub-...)).
       - With O(label), both must match.
-    type: str
+    type: raw
     aliases: [username]
 seealso:
   - module: isr.mqtt.mqtt_subscriber
@@ -116,7 +118,7 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError, client_from_module, portal_argument_spec
-from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import PlanError, is_expired
+from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import PlanError, check_identity, is_expired
 
 PUBLIC_FIELDS = ("id", "username", "label", "subscribe_filter", "created_at", "expires_at", "expired")
 
@@ -137,10 +139,13 @@ def select(subscribers, label=None, subscriber_id=None):
 def main():
     argument_spec = portal_argument_spec()
     argument_spec.update(
-        label=dict(type="str"),
-        id=dict(type="str", aliases=["username"]),
+        label=dict(type="raw"),
+        id=dict(type="raw", aliases=["username"]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    errors = check_identity(module.params["label"], module.params["id"])
+    if errors:
+        module.fail_json(msg="; ".join(errors), changed=False)
     client = client_from_module(module)
     now = datetime.datetime.now(datetime.timezone.utc)
     try:

@@ -75,7 +75,11 @@ class Counters:
 
     def get(self, token=None):
         with self.lock:
-            entries = [self.by_token[token]] if token in self.by_token else [] if token else list(self.by_token.values())
+            # No token: the totals over all tokens, including requests without a valid one (counted under None).
+            if token is None:
+                entries = list(self.by_token.values())
+            else:
+                entries = [self.by_token[token]] if token in self.by_token else []
             result = {"total": 0, "by_route": Counter(), "writes": 0}
             for entry in entries:
                 result["total"] += entry["total"]

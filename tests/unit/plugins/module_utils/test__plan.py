@@ -40,6 +40,8 @@ def test_check_label_ok(label):
 @pytest.mark.parametrize("label, fragment", [
     ("", "non-empty"), (None, "non-empty"), (5, "non-empty"),
     ("x" * 65, "65 characters"), ("a\nb", "control characters"), ("a\x7f", "control characters"),
+    ("dev\u0085one", "control characters"), ("a\x9f", "control characters"),
+    (["x"], "not list"), ({"a": 1}, "not dict"), (7, "not int"), (None, "not null"),
 ])
 def test_check_label_bad(label, fragment):
     msg = check_label(label, field="devices[3].label")
@@ -49,8 +51,10 @@ def test_check_label_bad(label, fragment):
 def test_check_client_id():
     assert check_client_id("pub-3f9c2a71d0b4") is None
     assert "reserved" in check_client_id("live") and "/publishers/live" in check_client_id("live")
-    for bad in ("", "a/b", "a\tb"):
-        assert "client_id" in check_client_id(bad)
+    for bad in ("", ".", "..", "a/b", "a\tb", "a b", "a?b", "a#b", "pub-%2E", "a\u0085b", "a\x7f"):
+        assert "client_id %r is not a valid client id" % bad in check_client_id(bad)
+    assert "client_id must be a string, not list" in check_client_id(["pub-1"])
+    assert check_client_id("pub-3f9c.2a71") is None  # a dot inside an id is fine
 
 
 # --- find_client -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import (
-    PlanError, check_desired, find_subscriber, format_time, is_expired, parse_time, plan_subscriber, predict,
+    PlanError, check_desired, check_identity, find_subscriber, format_time, is_expired, parse_time, plan_subscriber, predict,
     replacement_reason)
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
@@ -40,9 +40,15 @@ def test_valid_input_has_no_errors():
     ({"label": "x" * 65}, "at most 64"),
     ({"label": "a\nb"}, "control character"),
     ({"label": "a\x7fb"}, "control character"),
+    ({"label": "dev\u0085one"}, "control character"),
+    ({"label": ["x"]}, "label must be a non-empty string of 1-64 characters, not list"),
+    ({"label": 5}, "not int"),
     ({"label": None, "id": None}, "one of label or id is required"),
-    ({"id": ""}, "is not a subscriber id"),
-    ({"id": "sub/1"}, "is not a subscriber id"),
+    ({"id": ""}, "is not a valid subscriber id"),
+    ({"id": "sub/1"}, "is not a valid subscriber id"),
+    ({"id": ".."}, "is not a valid subscriber id"),
+    ({"id": "sub 1"}, "is not a valid subscriber id"),
+    ({"id": {"a": 1}}, "id must be a string, not dict"),
     ({"expires_in_days": 0}, "expires_in_days is 0; it must be between 1 and 3650"),
     ({"expires_in_days": -5}, "between 1 and 3650"),
     ({"expires_in_days": 3651}, "between 1 and 3650"),
@@ -53,6 +59,12 @@ def test_invalid_input_is_named(kw, fragment):
     errors = check_desired(desired(**kw))
     assert len(errors) == 1
     assert fragment in errors[0]
+
+
+def test_check_identity_is_the_label_and_id_part_of_check_desired():
+    assert check_identity() == [] and check_identity("grafana", "sub-1") == []
+    assert check_identity("x" * 65, "a/b") == check_desired(desired(label="x" * 65, id="a/b"))
+    assert len(check_identity("x" * 65, "a/b")) == 2
 
 
 def test_label_of_64_and_edge_expiries_are_valid():

@@ -12,7 +12,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _portal, _secret_file
-from ansible_collections.isr.mqtt.plugins.modules import mqtt_client
+from ansible_collections.isr.mqtt.plugins.modules import mqtt_client, mqtt_client_info
 
 
 @pytest.fixture
@@ -21,11 +21,11 @@ def run(emulator, capsys, monkeypatch):
     monkeypatch.setattr(_portal, "BACKOFF_BASE", 0.01)
     monkeypatch.setattr(_portal, "BACKOFF_CAP", 0.02)
 
-    def _run(**args):
-        args = dict(args, portal_url=emulator.url, api_token=emulator.token)
+    def _run(module=mqtt_client, **args):
+        args = dict(dict(portal_url=emulator.url, api_token=emulator.token), **args)
         with patch_module_args(args):
             with pytest.raises(SystemExit) as exit_info:
-                mqtt_client.main()
+                module.main()
         result = json.loads(capsys.readouterr().out)
         assert emulator.token not in json.dumps(result)
         return exit_info.value.code != 0, result
@@ -88,6 +88,36 @@ def test_password_file_in_missing_directory_fails_before_any_request(run, emulat
     failed, result = run(label="unit-5", password_file=str(tmp_path / "missing-dir" / "pw"))
     assert failed and "password_file" in result["msg"] and "missing-dir" in result["msg"]
     assert emulator.control.counters()["total"] == 0
+
+
+@pytest.mark.parametrize("module, args, message", [
+    (mqtt_client, {"label": ["x"]}, "label must be a non-empty string of 1-64 characters, not list"),
+    (mqtt_client, {"label": 7}, "not int; quote the value in YAML"),
+    (mqtt_client, {"label": "dev\u0085one"}, "label 'dev\\x85one' contains control characters"),
+    (mqtt_client, {"client_id": "..", "state": "absent"}, "client_id '..' is not a valid client id"),
+    (mqtt_client, {"client_id": ["pub-1"]}, "client_id must be a string, not list"),
+    (mqtt_client_info, {"client_id": "live"}, "client_id 'live' is reserved"),
+    (mqtt_client_info, {"client_id": "pub-1?x"}, "is not a valid client id"),
+    (mqtt_client_info, {"label": "x" * 65}, "label is 65 characters long"),
+    (mqtt_client_info, {"label": ["a"]}, "not list"),
+    (mqtt_client_info, {"api_token": ["a", "b"]}, "api_token must be a string (the token itself, isr_mqtt_rest_...), not list"),
+])
+def test_bad_input_fails_before_any_request(run, emulator, module, args, message):
+    emulator.control.reset_counters()
+    failed, result = run(module, **args)
+    assert failed and message in result["msg"], result
+    assert emulator.control.counters()["total"] == 0
+
+
+def test_info_filters(run):
+    cid = run(label="unit-info")[1]["client"]["client_id"]
+    run(label="unit-info-2")
+
+    def ids(**filters):
+        return [row["client_id"] for row in run(mqtt_client_info, **filters)[1]["clients"]]
+
+    assert ids(label="unit-info") == [cid] and ids(client_id=cid) == [cid]
+    assert ids(label="unit-info", paused=True) == [] and len(ids()) == 2
 
 
 def test_password_file_write_failure_returns_password(run, emulator, tmp_path, monkeypatch):

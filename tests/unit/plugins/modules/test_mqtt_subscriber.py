@@ -128,7 +128,24 @@ def test_invalid_input_sends_no_request(run, emulator):
     failed, result = run(label="x", expires_in_days=0)
     assert failed and "expires_in_days is 0; it must be between 1 and 3650" in result["msg"]
     failed, result = run(label="x", id="sub-a/b", state="absent")
-    assert failed and "is not a subscriber id" in result["msg"]
+    assert failed and "is not a valid subscriber id" in result["msg"]
+    failed, result = run(label="dev\u0085one")
+    assert failed and "label 'dev\\x85one' contains control characters" in result["msg"]
+    failed, result = run(label={"a": 1})
+    assert failed and "label must be a non-empty string of 1-64 characters, not dict" in result["msg"]
+    assert emulator.control.counters()["total"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"label": {"a": 1}}, "label must be a non-empty string of 1-64 characters, not dict"),
+    ({"label": "x" * 65}, "label is 65 characters long"),
+    ({"label": "  "}, "label must not be empty"),
+    ({"id": "sub-1/../x"}, "id 'sub-1/../x' is not a valid subscriber id"),
+])
+def test_info_refuses_bad_filters_before_any_request(run, emulator, args, message):
+    emulator.control.reset_counters()
+    failed, result = run(mqtt_subscriber_info, **args)
+    assert failed and message in result["msg"] and "subscribers" not in result
     assert emulator.control.counters()["total"] == 0
 
 
