@@ -13,16 +13,14 @@ Retry policy (why each write is treated the way it is):
 
 * GET, PATCH, pause, resume, delete are idempotent: network errors and 502/503/504 are
   retried up to ``max_retries`` times with jittered exponential backoff.
-* Create and rotate are not idempotent. They are retried only when the portal certainly
-  did nothing: the connection was never made (refused, connect timeout), a 429, or a 503
-  whose body carries ``code: broker_unavailable`` (the contract says "nothing changed").
-  Any other failure (read timeout, dropped connection, a bare 502/503/504 that a proxy may
-  have produced after the portal acted) is *ambiguous*:
-
-  - create re-lists once and adopts a new row with its label (password lost, see
-    ``create_client``); if none appeared it retries the create;
-  - rotate fails with a message that the password may have been rotated and how to
-    recover (rotate again).
+* Rotate is retried like them: if the first rotate happened and its answer was lost, its
+  password is lost whatever we do, and a second rotate is the way to get one we know.
+* Create is not idempotent. It is retried only when the portal certainly did nothing: the
+  connection was never made (refused, connect timeout), a 429, or a 503 whose body carries
+  ``code: broker_unavailable`` (the contract says "nothing changed"). Any other failure
+  (read timeout, dropped connection, a bare 502/503/504 that a proxy may have produced after
+  the portal acted) is *ambiguous*: create re-lists once and adopts a new row with its label
+  (password lost, see ``create_client``); if none appeared it retries the create.
 """
 
 from __future__ import annotations
@@ -637,20 +635,23 @@ class PortalClient(object):
     def rotate_password(self, client_id):
         """Rotate the MQTT password; returns ``(row_or_partial, password)``.
 
-        Never retried after an ambiguous failure: a second rotate would invalidate the
-        password of the first. The error then says how to recover (rotate again).
-        The row holds only the keys the portal sent (at least client_id and username).
+        Retried on network errors and 502/503/504 like an idempotent call: a rotate whose
+        answer was lost has lost its password anyway, and the next rotate yields one we
+        receive. When the retries run out, the error says the old password may be dead and
+        how to recover (rotate again). The row holds only the keys the portal sent (at least
+        client_id and username).
         """
         path = "/publishers/%s/rotate-credentials" % client_id
         what = "MQTT client %s" % client_id
         try:
-            response = self._request("POST", path, idempotent=False, what=what)
-        except _Ambiguous as amb:
-            err = amb.error
+            response = self._request("POST", path, idempotent=True, what=what)
+        except PortalError as err:
+            if err.kind not in ("connection", "timeout", "server"):
+                raise
             raise self._error(
                 "Rotating the password of %s: %s The password may have been rotated without the new one reaching us, "
-                "so the old password may no longer work. Recover by rotating again (mqtt_client rotate: true, or list the "
-                "label under recover in mqtt_fleet)." % (what, err.msg), kind=err.kind, status=err.status, detail=err.detail)
+                "so the old password may no longer work. Recover by rotating again (mqtt_client rotate_password: true, or "
+                "list the label under recover in mqtt_fleet)." % (what, err.msg), kind=err.kind, status=err.status, detail=err.detail)
         answer = self._json(response, "POST", path)
         if not isinstance(answer, dict):
             raise self._error("The portal's answer to rotating %s is not a JSON object; the password was rotated but lost: "
