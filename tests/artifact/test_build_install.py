@@ -13,7 +13,7 @@ import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from conftest import REPO, ansible_env, bin_path
+from support import REPO, ansible_env, bin_path
 
 
 class _StoreLoader(yaml.SafeLoader):

@@ -8,11 +8,11 @@ import os
 import queue
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 
 from emulator.broker import Broker, find_mosquitto, find_plugin
+from support import Emulator
 
 TIMEOUT = 5.0
 CONNACK_OK = 0
@@ -164,15 +164,9 @@ def mqtt():
     helper.close()
 
 
-def _emulator_class(config):
-    """tests/conftest.py's Emulator: both conftests are named `conftest`, so fetch it from pytest's registry."""
-    root = str(Path(__file__).resolve().parent.parent / "conftest.py")
-    return next(p for p in config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == root).Emulator
-
-
 @pytest.fixture
-def portal(request, tmp_path):
+def portal(tmp_path):
     """The emulator with --broker; `.info` carries broker_host / broker_port."""
-    emu = _emulator_class(request.config)(tmp_path, broker=True).start()
+    emu = Emulator(tmp_path, broker=True).start()
     yield emu
     emu.stop()

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import requests
 
-from conftest import Emulator
+from support import Emulator
 from emulator.broker import BrokerError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Emulator
+from support import Emulator
 
 ST = Path(sys.executable).parent / "st"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Emulator
+from support import Emulator
 
 SERVE = Path(__file__).resolve().parent.parent / "emulator" / "serve.py"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Emulator, ansible_env, bin_path  # tests/conftest.py
+from support import Emulator, ansible_env, bin_path
 from fleet.test_fleet_role import Fleet, devices  # noqa: F401  pylint: disable=unused-import  (re-exported for test_faults)
 
 REPORT = os.environ.get("RELIABILITY_REPORT")

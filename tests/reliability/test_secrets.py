@@ -17,7 +17,7 @@ import sys
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from conftest import Emulator, ansible_env, bin_path
+from support import Emulator, ansible_env, bin_path
 
 VAULT = "secrets-test-vault"
 

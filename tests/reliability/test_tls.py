@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import Emulator
+from support import Emulator
 
 PLAYBOOK = """
 - name: TLS cases

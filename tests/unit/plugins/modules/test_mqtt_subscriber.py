@@ -9,6 +9,7 @@ import os
 import stat
 
 import pytest
+from ansible.module_utils import _internal
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _portal
@@ -20,6 +21,9 @@ def run(emulator, capsys, monkeypatch):
     """Run a module's main() with args; returns (failed, result)."""
     monkeypatch.setattr(_portal, "BACKOFF_BASE", 0.01)
     monkeypatch.setattr(_portal, "BACKOFF_CAP", 0.02)
+    # Controller-side tests in the same process (the action plugin's) flip this flag; a module's warnings must
+    # then still land in its result, as they do in a real module process.
+    monkeypatch.setattr(_internal, "is_controller", False)
 
     def _run(module=mqtt_subscriber, **args):
         args = dict(args, portal_url=emulator.url, api_token=emulator.token)
