@@ -89,11 +89,19 @@ options:
     description: How many write requests run at the same time (1 to 32), over one HTTP session.
     type: int
     default: 8
+  return_clients:
+    description:
+      - Which clients RV(clients) lists. V(all) lists every client of O(clients); V(changed) only those with an action
+        in RV(actions); V(none) none. For big fleets V(none) or V(changed) keeps the result (and the controller's
+        memory) small; the role P(isr.mqtt.fleet#role) uses V(none).
+    type: str
+    choices: [all, changed, none]
+    default: all
 notes:
   - Requests sent = list pages + one per necessary write (+ one rotation for each create whose answer was lost).
   - Writes for one label run in order (create before pause; rotate last). Deletes run before creates, freeing plan slots.
   - After the first failed write no new label is started; the failure result carries RV(credentials), RV(counts)
-    and RV(clients) for what was done.
+    and RV(clients) for what was done, and RV(unconfirmed) for labels whose password may have changed unseen.
   - Runs on the controller (C(delegate_to=localhost) or C(connection=local)).
 seealso:
   - module: isr.mqtt.mqtt_client
@@ -120,6 +128,7 @@ EXAMPLES = r"""
     credentials: "{{ fleet.credentials }}"
   delegate_to: localhost
   run_once: true
+  register: store
 
 - name: Remove site-alpha clients that are no longer listed, rotate one password
   isr.mqtt.mqtt_fleet:
@@ -127,14 +136,32 @@ EXAMPLES = r"""
     purge: true
     purge_match: "^site-alpha-"
     rotate: [site-alpha-02]
+    return_clients: changed  # big fleets: only the clients this run changed
+  vars:
+    devices:
+      - label: site-alpha-01
+      - label: site-alpha-02
+        allow_subscribe: true
   register: fleet
   no_log: true
 
-- name: Recover the passwords missing from a store
+- name: Store the rotated password, drop the deleted client and any unconfirmed rotation
+  isr.mqtt.vault_credentials:
+    path: "{{ playbook_dir }}/credentials.yml"
+    credentials: "{{ fleet.credentials | default({}) }}"
+    remove: "{{ fleet.deleted | default([]) + fleet.unconfirmed | default([]) }}"
+  register: store
+
+- name: Recover the passwords missing from the store (rotates clients it has no entry for)
   isr.mqtt.mqtt_fleet:
     clients: "{{ devices }}"
     recover_missing: true
     known_labels: "{{ store.credentials.keys() | list }}"
+  vars:
+    devices:
+      - label: site-alpha-01
+      - label: site-alpha-02
+        allow_subscribe: true
   register: fleet
   no_log: true
 """
@@ -147,8 +174,8 @@ counts:
   sample: {created: 2, paused: 1, resumed: 0, updated: 0, rotated: 0, deleted: 0, unchanged: 997}
 clients:
   description:
-    - Every client of O(clients) as the portal has it after the run (in check mode, as predicted; fields the
-      portal generates are null for clients still to be created). No passwords.
+    - The clients of O(clients) (all, changed or none, see O(return_clients)) as the portal has them after the run (in
+      check mode, as predicted; fields the portal generates are null for clients still to be created). No passwords.
   returned: always
   type: list
   elements: dict
@@ -178,6 +205,17 @@ deleted:
   returned: always
   type: list
   elements: str
+unconfirmed:
+  description:
+    - Labels whose rotation (or create) failed without a clean answer (connection lost, timeout, 5xx, unreadable answer),
+      and labels created whose recovery rotation failed, all in a failure result. Their password may have changed
+      without the new one reaching this run, so a stored password may no longer work.
+    - Drop them from a credential store (O(isr.mqtt.vault_credentials#module:remove) of M(isr.mqtt.vault_credentials)),
+      so that the next run with O(recover_missing=true) rotates them to a known password.
+  returned: always
+  type: list
+  elements: str
+  sample: [site-alpha-02]
 requests:
   description: HTTP requests sent to the portal by this run (list pages included).
   returned: always
@@ -204,6 +242,9 @@ from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
 
 ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
 MAX_PARALLEL = 32
+# Failures after which the portal may have acted (PortalClient repeats none of them for create and rotate);
+# auth, validation, not_found, rate_limit, tls ... are clean answers: nothing changed.
+UNCLEAN_KINDS = frozenset(("connection", "timeout", "server", "protocol"))
 
 
 def parse_clients(items):
@@ -253,6 +294,7 @@ class FleetRun(object):
         self.client = client
         self.rows = rows_by_label  # label -> current row (None once deleted)
         self.credentials = {}
+        self.unconfirmed = set()  # labels whose password may have changed without reaching us
         self.done = []
         self.errors = []
         self._lock = threading.Lock()
@@ -268,6 +310,8 @@ class FleetRun(object):
             except PortalError as err:
                 with self._lock:
                     self.errors.append((action, err))
+                    if action["action"] in ("create", "rotate") and err.kind in UNCLEAN_KINDS:
+                        self.unconfirmed.add(action["label"])
                 self._stop.set()
                 return
 
@@ -282,8 +326,13 @@ class FleetRun(object):
             if password is None:
                 self.module.warn("The portal created client %s (%s) but its answer was lost; rotating to recover a password."
                                  % (row["client_id"], label))
-                self.rotate(label, row["client_id"], dict(action, action="rotate", client_id=row["client_id"],
-                                                          fields={"reason": "recover"}))
+                try:
+                    self.rotate(label, row["client_id"], dict(action, action="rotate", client_id=row["client_id"],
+                                                              fields={"reason": "recover"}))
+                except PortalError:
+                    with self._lock:
+                        self.unconfirmed.add(label)  # created, and no password at all: any failure counts
+                    raise
             else:
                 self._keep(label, row, password)
         elif kind == "rotate":
@@ -366,6 +415,7 @@ def main():
         known_labels=dict(type="list", elements="str", no_log=False),
         keep_labels=dict(type="list", elements="str", default=[], no_log=False),
         parallel=dict(type="int", default=8),
+        return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("purge", True, ("purge_match",))])
@@ -417,7 +467,7 @@ def main():
     for action in plan.actions:
         by_label.setdefault(action["label"], []).append(action)
 
-    result = dict(changed=plan.changed, credentials={}, requests=0, rate_limit_waited=0.0)
+    result = dict(changed=plan.changed, credentials={}, unconfirmed=[], requests=0, rate_limit_waited=0.0)
     if module.check_mode:
         done, final = plan.actions, dict((lb, apply_actions(current.get(lb), by_label.get(lb, []))) for lb in labels)
         failure = None
@@ -425,14 +475,15 @@ def main():
         run = FleetRun(module, client, dict(current))
         run.execute(plan.actions, params["parallel"])
         done, final, failure = run.done, run.rows, run.errors
-        result.update(changed=bool(done), credentials=run.credentials)
+        result.update(changed=bool(done), credentials=run.credentials, unconfirmed=sorted(run.unconfirmed))
 
     counts = count(done)
     counts["unchanged"] = len(plan.unchanged_labels)
     stats = client.stats
+    shown = {"all": labels, "changed": set(a["label"] for a in done), "none": ()}[params["return_clients"]]
     result.update(counts=counts, actions=[public(a) for a in done], requests=stats["requests"],
                   rate_limit_waited=stats["rate_limit_waited"],
-                  clients=[final[item["label"]] for item in desired if final.get(item["label"])],
+                  clients=[final[item["label"]] for item in desired if item["label"] in shown and final.get(item["label"])],
                   deleted=sorted(set(a["label"] for a in done if a["action"] == "delete")))
     if module._diff:
         result["diff"] = diff_summary(current, final, by_label)
@@ -443,6 +494,9 @@ def main():
                % (err.msg, action["action"], action["label"], len(done), len(plan.actions)))
         if len(failure) > 1:
             msg += " %d more writes failed at the same time." % (len(failure) - 1)
+        if result["unconfirmed"]:
+            msg += (" The password of %s may have changed without the new one reaching us ('unconfirmed'): drop them from "
+                    "the store so that recover_missing rotates them." % ", ".join(result["unconfirmed"]))
         err.msg = msg
         module.fail_json(**err.to_fail_kwargs(**result))
     module.exit_json(**result)

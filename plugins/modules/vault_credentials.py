@@ -25,6 +25,7 @@ description:
     and fact caches see only ciphertext; templates get the password.
   - With O(facts_from), sets the facts C(mqtt_client_id), C(mqtt_username), C(mqtt_password) (vault-encrypted),
     C(mqtt_publish_topic), C(mqtt_history_topic_prefix), C(mqtt_rotated_at) from one entry of RV(credentials).
+  - With O(run_lock), takes or gives back the run lock of the store instead (see O(run_lock)).
 author:
   - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
@@ -43,7 +44,7 @@ options:
   path:
     description:
       - The store file on the controller. Its directory must exist. Created when missing.
-      - One of O(path) and O(facts_from) is required.
+      - One of O(path) and O(facts_from) is required; O(run_lock) needs O(path).
     type: path
   credentials:
     description:
@@ -66,6 +67,23 @@ options:
         touching the store. The password is taken from the entry's C(password_vault) (ciphertext), so the
         C(password) key may be left out.
     type: dict
+  run_lock:
+    description:
+      - Take (V(acquire)) or give back (V(release)) the run lock of the store at O(path), instead of touching the store.
+        Wrap a whole provisioning run in it (acquire before the first list, release in an C(always) section) so that
+        two runs of one fleet do not both find a client missing and both create it.
+      - The lock is the file C(PATH.run-lock), created exclusively, holding the pid of C(ansible-playbook) and the host
+        name. V(acquire) waits (polling, with a message when it starts and ends waiting) until the lock is free or
+        stale (its process is gone on this host; a lock of another host is never judged stale), then takes it; a
+        lock this C(ansible-playbook) already holds counts as taken. V(release) removes it only when this
+        C(ansible-playbook) holds it.
+      - Never reports a change. In check mode the lock is not taken.
+    type: str
+    choices: [acquire, release]
+  lock_timeout:
+    description: With O(run_lock=acquire), seconds to wait for the lock; then fail naming the holder. V(0) fails at once.
+    type: int
+    default: 600
 notes:
   - Never copy the store or a fact with M(ansible.builtin.copy) and its default C(decrypt=true); that writes plain text.
   - "ansible-core 2.19 restores a vault-encrypted fact from a persistent fact cache (for example C(jsonfile)) as its
@@ -79,30 +97,54 @@ EXAMPLES = r"""
 - name: Provision and keep the passwords out of logs
   isr.mqtt.mqtt_fleet:
     clients: "{{ devices }}"
+  vars:
+    devices:
+      - label: site-beta-01
+      - label: site-beta-02
   register: fleet
   no_log: true
   delegate_to: localhost
   run_once: true
 
-- name: Persist every new password, vault-encrypted
+- name: Persist every new password, vault-encrypted (vault_id picks the secret when the run has several)
   isr.mqtt.vault_credentials:
     path: "{{ playbook_dir }}/mqtt_credentials.yml"
     credentials: "{{ fleet.credentials | default({}) }}"
     remove: "{{ fleet.deleted | default([]) }}"
-    vault_id: fleet
   register: store
   delegate_to: localhost
   run_once: true
 
-- name: Give each host its own facts (mqtt_password stays vaulted)
+# In a play over the device hosts the label is usually inventory_hostname; here one device's facts are set.
+- name: Give a device its own facts (mqtt_password stays vaulted)
   isr.mqtt.vault_credentials:
-    facts_from: "{{ store.credentials[inventory_hostname] | dict2items | rejectattr('key', 'eq', 'password') | items2dict }}"
+    facts_from: "{{ store.credentials[device_label] | dict2items | rejectattr('key', 'eq', 'password') | items2dict }}"
+  vars:
+    device_label: site-beta-01
 
 - name: Read the store back (needs the vault secret)
   ansible.builtin.include_vars:
     file: "{{ playbook_dir }}/mqtt_credentials.yml"
     name: store_vars
   no_log: true
+
+# Around a whole provisioning run (as the role isr.mqtt.fleet does): a second run of the same store waits.
+- name: Reconcile under the store's run lock
+  block:
+    - name: Take the run lock (waits up to lock_timeout seconds while another run holds it)
+      isr.mqtt.vault_credentials:
+        path: "{{ playbook_dir }}/mqtt_credentials.yml"
+        run_lock: acquire
+        lock_timeout: 600
+
+    - name: List, create and persist here
+      ansible.builtin.debug:
+        msg: "{{ mqtt_client_id }} is {{ mqtt_username }}"
+  always:
+    - name: Release the run lock (only if this run holds it)
+      isr.mqtt.vault_credentials:
+        path: "{{ playbook_dir }}/mqtt_credentials.yml"
+        run_lock: release
 """
 
 RETURN = r"""
@@ -110,7 +152,7 @@ credentials:
   description:
     - Every entry of the store (after the merge), by label. C(password) is a vault-encrypted object;
       C(password_vault) is its ciphertext as text.
-  returned: when O(path) is set
+  returned: when O(path) is set, without O(run_lock)
   type: dict
   sample:
     dev-1: {client_id: pub-3f9c2a71d0b4, username: pub-3f9c2a71d0b4, password: "<vault-encrypted>",
@@ -118,25 +160,31 @@ credentials:
             history_topic_prefix: "550e.../pub-3f9c2a71d0b4", rotated_at: "2026-11-26T00:00:00Z"}
 added:
   description: Labels added to the store.
-  returned: when O(path) is set
+  returned: when O(path) is set, without O(run_lock)
   type: list
   elements: str
 updated:
   description: Labels whose entry changed (new password or new details).
-  returned: when O(path) is set
+  returned: when O(path) is set, without O(run_lock)
   type: list
   elements: str
 removed:
   description: Labels removed from the store.
-  returned: when O(path) is set
+  returned: when O(path) is set, without O(run_lock)
   type: list
   elements: str
 path:
   description: The store file.
-  returned: when O(path) is set
+  returned: when O(path) is set, without O(run_lock)
   type: str
 ansible_facts:
   description: The C(mqtt_*) facts of the host.
   returned: when O(facts_from) is set
   type: dict
+run_lock:
+  description: With O(run_lock), the lock file, what was done (C(acquire), C(release), or C(not held) when a release found
+    the lock not ours) and the seconds waited.
+  returned: when O(run_lock) is set
+  type: dict
+  sample: {path: /srv/fleet/mqtt_credentials.yml.run-lock, state: acquire, waited: 12.5}
 """

@@ -103,7 +103,7 @@ def test_error_rate_30_percent(ws, emulator):
     fleet = devices(200)
     emulator.control.set_faults(error_rate=0.3, error_statuses=[500, 502, 503])
     runs = 0
-    for _ in range(3):  # bounded: a few runs under the fault, each continuing where the last stopped
+    for dummy in range(3):  # bounded: a few runs under the fault, each continuing where the last stopped
         runs += 1
         out = ws.run(fleet, expect_rc=None, extra={"fleet_batch_size": 50})
         assert "Traceback" not in out, out[-4000:]
@@ -228,20 +228,24 @@ def test_playbook_killed_mid_batch(ws, emulator):
     assert recovered == missing
 
 
-@pytest.mark.xfail(strict=True, reason="two role runs of the same fleet at once both list, both see no client and both "
-                   "create it: duplicates (23 of 60 in one run, 60 of 60 with 0.5 s latency), and the store keeps one password per label, so the other "
-                   "duplicate's password is lost. Needs a run lock in the role; see docs/reliability.md")
 def test_two_role_runs_at_once_on_the_same_fleet_and_store(ws, emulator):
-    """Two runs of the same fleet on the same store at the same time (different fleets: tests/fleet)."""
+    """Two runs of the same fleet on the same store at the same time (different fleets: tests/fleet).
+
+    The role's run lock (<store>.run-lock) makes the second run wait; it then lists, finds every client with its
+    password in the store and creates nothing. Without the lock: 23 of 60 duplicated, 60 of 60 with 0.5 s latency.
+    """
     fleet = devices(60)
     # 0.5 s per request: each run's creates take ~7 s, so the two runs' list-then-create windows overlap even
     # when one starts a few seconds after the other (without it the race is won or lost by chance).
     emulator.control.set_faults(latency_s=0.5)
-    procs = [ws.start(fleet, extra={"fleet_batch_size": 0, "fleet_parallel": 4}) for _ in range(2)]
+    procs = [ws.start(fleet, extra={"fleet_batch_size": 0, "fleet_parallel": 4}) for dummy in range(2)]
     outs = [ws.finish(p) for p in procs]
     emulator.control.set_faults()
     first = audit(ws, labels_of(fleet))
     report("two runs at once, same fleet (first pass)", runs=2, duplicates=first["duplicates"], lost=len(first["lost"]))
     assert first["duplicates"] == 0, (first, [o[1][-1500:] for o in outs])
     assert first["lost"] == [], first["lost"][:10]
+    assert [rc for rc, dummy in outs] == [0, 0], [o[1][-1500:] for o in outs]
+    assert sum("waiting up to" in out for dummy, out in outs) == 1  # one run waited for the other's lock
+    assert not (ws.dir / "store" / "credentials.yml.run-lock").exists()
     rerun_and_audit(ws, fleet, "two runs at once, same fleet", runs=2)

@@ -4,8 +4,12 @@ real files in a temp dir; only the task object is a stand-in."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -39,11 +43,17 @@ def cred(n, password=None, **extra):
 
 
 class Warnings(object):
+    """Stands in for Display: warnings (returned by run_action) and plain messages (``displayed``)."""
+
     def __init__(self):
         self.messages = []
+        self.displayed = []
 
     def warning(self, msg, *args, **kwargs):
         self.messages.append(msg)
+
+    def display(self, msg, *args, **kwargs):
+        self.displayed.append(msg)
 
 
 @pytest.fixture
@@ -62,14 +72,14 @@ def ciphertext_of(value):
     return to_text(value._ciphertext)
 
 
-def run_action(args, secrets=(FLEET,), check_mode=False, diff=False):
-    """-> (result, warnings); raises what the plugin raises."""
+def run_action(args, secrets=(FLEET,), check_mode=False, diff=False, display=None):
+    """-> (result, warnings); raises what the plugin raises. ``display``: a Warnings to record into."""
     loader = DataLoader()
     loader.set_vault_secrets(list(secrets))
     task = SimpleNamespace(args=dict(args), check_mode=check_mode, diff=diff, async_val=0, action="isr.mqtt.vault_credentials")
     connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None))
     action = ActionModule(task, connection, None, loader, None, None)
-    action._display = Warnings()
+    action._display = display or Warnings()
     return action.run(task_vars={}), action._display.messages
 
 
@@ -359,3 +369,118 @@ def test_a_hand_edited_clear_text_password_is_encrypted_and_a_null_one_kept(stor
     assert decrypt(entries["dev-1"]["password"]) == "secret-password-1"
     assert entries["dev-2"]["password"] is None and entries["dev-2"]["client_id"] == "pub-000000000002"
     assert result["credentials"]["dev-2"]["password"] is None and result["credentials"]["dev-2"]["password_vault"] is None
+
+
+# ---------------------------------------------------------------------------
+# run_lock: one role run per store at a time
+# ---------------------------------------------------------------------------
+
+def lock_of(store):
+    return vault_credentials.RunLock(str(store))
+
+
+def hold_lock(store, pid, host=None, text=None):
+    """Write a lock file as another run would have."""
+    path = str(store) + ".run-lock"
+    with open(path, "w") as handle:
+        handle.write(text if text is not None else json.dumps({"pid": pid, "host": host or socket.gethostname(), "since": "x"}))
+    return path
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_run_lock_acquire_holds_the_playbook_pid_and_release_removes_it(store):
+    result, warnings = run_action({"path": str(store), "run_lock": "acquire"})
+    assert result["changed"] is False and result["run_lock"]["state"] == "acquire" and warnings == []
+    holder = json.loads(open(str(store) + ".run-lock").read())
+    assert holder["pid"] == os.getppid() and holder["host"] == socket.gethostname()  # the worker's parent: ansible-playbook
+    assert stat.S_IMODE(os.stat(str(store) + ".run-lock").st_mode) == 0o600
+    again, dummy = run_action({"path": str(store), "run_lock": "acquire", "lock_timeout": 0})  # re-entrant, no wait
+    assert again["run_lock"]["waited"] < 1
+    result, dummy = run_action({"path": str(store), "run_lock": "release"})
+    assert result["run_lock"]["state"] == "release" and not os.path.exists(str(store) + ".run-lock")
+    assert not store.exists()  # the lock never touches the store
+
+
+def test_run_lock_waits_for_a_live_holder_then_takes_it(store):
+    path = hold_lock(store, os.getpid())  # alive, and not the plugin's owner (our parent)
+    display = Warnings()
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        result=run_action({"path": str(store), "run_lock": "acquire", "lock_timeout": 30}, display=display)[0]))
+    worker.start()
+    time.sleep(1.2)
+    assert worker.is_alive(), "acquire must wait while the holder lives"
+    assert json.loads(open(path).read())["pid"] == os.getpid()
+    vault_credentials.RunLock(str(store), owner={"pid": os.getpid(), "host": socket.gethostname()}).release()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert outcome["result"]["run_lock"]["waited"] >= 1
+    assert json.loads(open(path).read())["pid"] == os.getppid()
+    assert "waiting up to 30 s" in display.displayed[0] and "pid %d" % os.getpid() in display.displayed[0]
+    assert display.displayed[-1].startswith("isr.mqtt.vault_credentials: got the run lock")
+
+
+def test_run_lock_times_out_naming_the_holder(store):
+    hold_lock(store, os.getpid())
+    with pytest.raises(AnsibleActionFail) as info:
+        run_action({"path": str(store), "run_lock": "acquire", "lock_timeout": 0})
+    assert "another run (pid %d on %s" % (os.getpid(), socket.gethostname()) in str(info.value)
+    assert "remove the lock file if that process is gone" in str(info.value)
+
+
+@pytest.mark.parametrize("text", [None, "", "{not json"])
+def test_a_stale_lock_is_taken_over_with_a_warning(store, text):
+    path = hold_lock(store, dead_pid(), text=text)
+    result, warnings = run_action({"path": str(store), "run_lock": "acquire", "lock_timeout": 0})
+    assert json.loads(open(path).read())["pid"] == os.getppid()
+    assert len(warnings) == 1 and "took over the run lock" in warnings[0]
+
+
+def test_a_lock_of_another_host_is_never_judged_stale(store):
+    hold_lock(store, dead_pid(), host="another-controller")
+    with pytest.raises(AnsibleActionFail, match="on another-controller"):
+        run_action({"path": str(store), "run_lock": "acquire", "lock_timeout": 1})
+
+
+def test_release_leaves_a_lock_that_is_not_ours(store):
+    path = hold_lock(store, os.getpid())
+    result, dummy = run_action({"path": str(store), "run_lock": "release"})
+    assert result["run_lock"]["state"] == "not held" and os.path.exists(path)
+    os.unlink(path)
+    result, dummy = run_action({"path": str(store), "run_lock": "release"})  # nothing held: harmless
+    assert result["run_lock"]["state"] == "not held"
+
+
+def test_run_lock_in_check_mode_and_bad_arguments(store, tmp_path):
+    result, dummy = run_action({"path": str(store), "run_lock": "acquire"}, check_mode=True)
+    assert "not taken" in result["msg"] and not os.path.exists(str(store) + ".run-lock")
+    for args, message in [
+        ({"path": str(store), "run_lock": "acquire", "credentials": {"dev-1": cred(1)}}, "neither credentials nor remove"),
+        ({"path": str(store), "run_lock": "acquire", "lock_timeout": -1}, "lock_timeout must be 0 or more"),
+        ({"path": str(tmp_path), "run_lock": "acquire"}, "is a directory"),
+        ({"path": "/nonexistent-dir/creds.yml", "run_lock": "acquire"}, "/nonexistent-dir/creds.yml does not exist"),
+        ({"path": str(store), "run_lock": "hold"}, "run_lock"),
+    ]:
+        with pytest.raises(AnsibleActionFail, match=message):
+            run_action(args)
+
+
+def test_many_passwords_are_encrypted_in_threads_each_with_its_own_salt(store, monkeypatch):
+    monkeypatch.setattr(vault_credentials.os, "cpu_count", lambda: 2)
+    used = []
+    real = vault_credentials.ThreadPoolExecutor
+    monkeypatch.setattr(vault_credentials, "ThreadPoolExecutor", lambda max_workers: used.append(max_workers) or real(max_workers))
+    incoming = dict(("dev-%d" % n, cred(n, password="same-password")) for n in range(60))
+    result, dummy = run_action({"path": str(store), "credentials": incoming})
+    assert used == [2] and len(result["added"]) == 60
+    entries = raw_entries(store)
+    assert len(set(entry["password"] for entry in entries.values())) == 60  # random salts: no two alike
+    assert all(decrypt(entry["password"]) == "same-password" for entry in entries.values())
+    used[:] = []
+    run_action({"path": str(store), "credentials": {"dev-x": cred(99)}})
+    assert used == []  # a few passwords: no threads

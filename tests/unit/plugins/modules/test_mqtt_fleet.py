@@ -30,13 +30,15 @@ def make_row(label, client_id, paused=False, allow_publish=True, allow_subscribe
 class FakePortal(object):
     """The PortalClient surface mqtt_fleet uses, in memory, thread-safe."""
 
-    def __init__(self, rows=(), delay=0.0, fail_after_creates=None, fail_ops=(), lose_password=(), list_error=None):
+    def __init__(self, rows=(), delay=0.0, fail_after_creates=None, fail_ops=(), lose_password=(), list_error=None,
+                 fail_kind=("server", 503)):
         self.rows = dict((row["client_id"], dict(row)) for row in rows)
         self.delay = delay
         self.fail_after_creates = fail_after_creates
         self.fail_ops = set(fail_ops)
         self.lose_password = set(lose_password)
         self.list_error = list_error
+        self.fail_kind = fail_kind  # (kind, status) of the injected failures
         self.lock = threading.Lock()
         self.calls = []  # dicts: op, label, client_id, start, end
         self.in_flight = 0
@@ -77,7 +79,8 @@ class FakePortal(object):
             time.sleep(self.delay)
             with self.lock:
                 if op in self.fail_ops or (self.fail_after_creates is not None and self.creates >= self.fail_after_creates):
-                    raise PortalError("The portal answered 503 to %s: try again later." % op, kind="server", status=503)
+                    raise PortalError("The portal failed %s (%s): try again later." % (op, self.fail_kind[0]),
+                                      kind=self.fail_kind[0], status=self.fail_kind[1])
                 result = body()
                 call["client_id"] = call["client_id"] or result[0]["client_id"]
                 return result
@@ -386,6 +389,52 @@ def test_update_resume_rotate_and_recover_missing(run):
     assert result["credentials"]["c"]["publish_topic"] == "acct/pub-c/"  # partial rotate answer merged with the row
     assert fake.rows["pub-a"]["paused"] is False and fake.rows["pub-b"]["allow_subscribe"] is True
     assert result["counts"] == {"created": 0, "updated": 1, "paused": 0, "resumed": 1, "rotated": 2, "deleted": 0, "unchanged": 0}
+
+
+@pytest.mark.parametrize("kind, status", [("timeout", None), ("connection", None), ("server", 502), ("protocol", 200)])
+def test_a_rotate_without_a_clean_answer_is_unconfirmed(run, kind, status):
+    fake = FakePortal(rows=[make_row("a", "pub-a"), make_row("b", "pub-b")], fail_ops={"rotate"}, fail_kind=(kind, status))
+    failed, result = run(fake, clients=[{"label": "a"}, {"label": "b"}], rotate=["b"])
+    assert failed and result["unconfirmed"] == ["b"]
+    assert "The password of b may have changed" in result["msg"] and "'unconfirmed'" in result["msg"]
+
+
+@pytest.mark.parametrize("kind, status", [("auth", 401), ("not_found", 404), ("rate_limit", 429), ("validation", 422)])
+def test_a_rotate_refused_cleanly_is_not_unconfirmed(run, kind, status):
+    fake = FakePortal(rows=[make_row("a", "pub-a")], fail_ops={"rotate"}, fail_kind=(kind, status))
+    failed, result = run(fake, clients=[{"label": "a"}], rotate=["a"])
+    assert failed and result["unconfirmed"] == [] and "may have changed" not in result["msg"]
+
+
+def test_a_failed_recovery_rotate_after_a_lost_create_answer_is_unconfirmed(run):
+    # Even a clean refusal: the client exists and nobody holds a password of it.
+    fake = FakePortal(lose_password={"dev-001"}, fail_ops={"rotate"}, fail_kind=("validation", 422))
+    failed, result = run(fake, clients=labels(2), parallel=1)
+    assert failed and result["unconfirmed"] == ["dev-001"]
+    assert "dev-001" not in result["credentials"] and result["credentials"]["dev-000"]["password"]
+
+
+def test_a_create_without_a_clean_answer_is_unconfirmed(run):
+    fake = FakePortal(fail_after_creates=1)
+    failed, result = run(fake, clients=labels(2), parallel=1)
+    assert failed and result["unconfirmed"] == ["dev-001"] and sorted(result["credentials"]) == ["dev-000"]
+
+
+def test_success_has_no_unconfirmed_labels(run):
+    failed, result = run(FakePortal(), clients=labels(2), rotate=[])
+    assert not failed and result["unconfirmed"] == []
+
+
+@pytest.mark.parametrize("return_clients, expected", [("all", ["a", "b", "c"]), ("changed", ["b", "c"]), ("none", [])])
+def test_return_clients_limits_the_rows_returned(run, return_clients, expected):
+    fake = FakePortal(rows=[make_row("a", "pub-a"), make_row("b", "pub-b")])
+    failed, result = run(fake, clients=[{"label": "a"}, {"label": "b", "paused": True}, {"label": "c"}],
+                         return_clients=return_clients)
+    assert not failed and [c["label"] for c in result["clients"]] == expected
+    assert result["counts"]["created"] == 1 and result["counts"]["paused"] == 1  # the rest of the result as before
+    failed, result = run(FakePortal(rows=fake.rows.values()), check_mode=True, clients=[{"label": "a"}, {"label": "d"}],
+                         return_clients=return_clients)
+    assert [c["label"] for c in result["clients"]] == {"all": ["a", "d"], "changed": ["d"], "none": []}[return_clients]
 
 
 def test_absent_items_are_not_accepted_as_fleet_keys(run):
