@@ -128,7 +128,7 @@ class FaultState:
 def _bearer(scope):
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
+            scheme, dummy, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip().startswith(TOKEN_PREFIX):
                 return token.strip()
             return None
@@ -154,7 +154,7 @@ class EmulatorApp(FastAPI):
         """(route template, methods allowed when only the path matched, else None)."""
         partial = []
         for route in self.portal_routes:
-            match, _ = route.matches(scope)
+            match, dummy = route.matches(scope)
             if match == Match.FULL:
                 return route.path, None
             if match == Match.PARTIAL:
@@ -177,7 +177,7 @@ class EmulatorApp(FastAPI):
                               "'Authorization: Bearer isr_mqtt_rest_...' with an active token", "token_invalid",
                               {"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
-        _, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"], consume=False)
+        dummy, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"], consume=False)
         response = self.faults.before(method)
         if response is None:
             allowed, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"])

@@ -1,4 +1,5 @@
 """The isr.mqtt.fleet role end to end: real ansible-playbook against the emulator."""
+import itertools
 import json
 import subprocess
 import threading
@@ -7,6 +8,8 @@ import pytest
 import yaml
 
 from support import ansible_env, bin_path
+
+RUN_NUMBERS = itertools.count()
 
 VAULT_PASSWORD = "fleet-test-vault-password"
 
@@ -55,7 +58,7 @@ class Fleet:
         if devices is not None:
             evars["fleet_devices"] = devices
         evars.update(extra or {})
-        varfile = self.dir / ("vars-%d.json" % threading.get_ident())
+        varfile = self.dir / ("vars-%d.json" % next(RUN_NUMBERS))  # runs may start at once
         varfile.write_text(json.dumps(evars))
         return [bin_path("ansible-playbook"), "-i", inventory, str(self.dir / playbook), "-e", "@%s" % varfile,
                 "--vault-id", "fleet@%s" % self.vault_file] + list(args)

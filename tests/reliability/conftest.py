@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import Emulator, ansible_env, bin_path
-from fleet.test_fleet_role import Fleet, devices  # noqa: F401  pylint: disable=unused-import  (re-exported for test_faults)
+from support import Emulator, ansible_env
+from fleet.test_fleet_role import Fleet
 
 REPORT = os.environ.get("RELIABILITY_REPORT")
 
@@ -33,26 +33,12 @@ def pytest_configure(config):
 class Workspace(Fleet):
     """Fleet workspace plus background runs and progress waits."""
 
-    _runs = 0
-
-    def command(self, devices_=None, playbook="fleet.yml", inventory="localhost,", extra=None, args=()):
-        """As Fleet.command, but each run gets its own extra-vars file (runs may start at once from one thread)."""
-        Workspace._runs += 1
-        evars = {"fleet_store": str(self.store), "fleet_batch_size": 100}
-        if devices_ is not None:
-            evars["fleet_devices"] = devices_
-        evars.update(extra or {})
-        varfile = self.dir / ("vars-run%d.json" % Workspace._runs)
-        varfile.write_text(json.dumps(evars))
-        return [bin_path("ansible-playbook"), "-i", inventory, str(self.dir / playbook), "-e", "@%s" % varfile,
-                "--vault-id", "fleet@%s" % self.vault_file] + list(args)
-
-    def start(self, devices_=None, env=None, **kwargs):
+    def start(self, fleet_devices=None, env=None, **kwargs):
         """Start ansible-playbook in its own process group; returns the Popen (stdout+stderr to a file)."""
         environment = dict(self.emulator.env(), ANSIBLE_PYTHON_INTERPRETER=sys.executable)
         environment.update(env or {})
         log = open(self.dir / ("run-%d.log" % time.monotonic_ns()), "w+")
-        proc = subprocess.Popen(self.command(devices_, **kwargs), stdout=log, stderr=subprocess.STDOUT, text=True,
+        proc = subprocess.Popen(self.command(fleet_devices, **kwargs), stdout=log, stderr=subprocess.STDOUT, text=True,
                                 cwd=str(self.dir), env=ansible_env(environment), start_new_session=True)
         proc.log = log
         return proc

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from .conftest import Workspace, audit, devices, kill_tree, process_tree, progress_counts, report, restart_same_port
+from fleet.test_fleet_role import devices
+
+from .conftest import Workspace, audit, kill_tree, process_tree, progress_counts, report, restart_same_port
 
 pytestmark = pytest.mark.slow
 
