@@ -9,28 +9,15 @@ import os
 import stat
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.isr.mqtt.plugins.module_utils import _portal, _secret_file
+from ansible_collections.isr.mqtt.plugins.module_utils import _secret_file
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_client, mqtt_client_info
 
 
 @pytest.fixture
-def run(emulator, capsys, monkeypatch):
-    """Run the module's main() with args; returns (failed, result)."""
-    monkeypatch.setattr(_portal, "BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(_portal, "BACKOFF_CAP", 0.02)
-
-    def _run(module=mqtt_client, **args):
-        args = dict(dict(portal_url=emulator.url, api_token=emulator.token), **args)
-        with patch_module_args(args):
-            with pytest.raises(SystemExit) as exit_info:
-                module.main()
-        result = json.loads(capsys.readouterr().out)
-        assert emulator.token not in json.dumps(result)
-        return exit_info.value.code != 0, result
-
-    return _run
+def run(run_module):
+    """Run a module's main() with args (default: mqtt_client); returns (failed, result)."""
+    return lambda module=mqtt_client, **args: run_module(module, **args)
 
 
 def verify(emulator, client_id, password):

@@ -9,32 +9,15 @@ import os
 import stat
 
 import pytest
-from ansible.module_utils import _internal
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _portal
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_subscriber, mqtt_subscriber_info
 
 
 @pytest.fixture
-def run(emulator, capsys, monkeypatch):
-    """Run a module's main() with args; returns (failed, result)."""
-    monkeypatch.setattr(_portal, "BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(_portal, "BACKOFF_CAP", 0.02)
-    # Controller-side tests in the same process (the action plugin's) flip this flag; a module's warnings must
-    # then still land in its result, as they do in a real module process.
-    monkeypatch.setattr(_internal, "is_controller", False)
-
-    def _run(module=mqtt_subscriber, **args):
-        args = dict(args, portal_url=emulator.url, api_token=emulator.token)
-        with patch_module_args(args):
-            with pytest.raises(SystemExit) as exit_info:
-                module.main()
-        result = json.loads(capsys.readouterr().out)
-        assert emulator.token not in json.dumps(result)
-        return exit_info.value.code != 0, result
-
-    return _run
+def run(run_module):
+    """Run a module's main() with args (default: mqtt_subscriber); returns (failed, result)."""
+    return lambda module=mqtt_subscriber, **args: run_module(module, **args)
 
 
 def ok(emulator, result, password):
