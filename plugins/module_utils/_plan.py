@@ -191,6 +191,14 @@ def apply_actions(row, actions):
     return row
 
 
+def count_actions(actions):
+    """{created, updated, paused, resumed, rotated, deleted: n} over actions planned or done."""
+    counts = dict.fromkeys(ACTION_COUNT_KEYS.values(), 0)
+    for action in actions:
+        counts[ACTION_COUNT_KEYS[action["action"]]] += 1
+    return counts
+
+
 class FleetPlan(object):
     """Result of plan_fleet: ``actions`` (ordered), ``counts``, ``unchanged_labels``,
     ``ambiguous`` ({label: [client_ids]} for present labels shared by several rows;
@@ -200,9 +208,7 @@ class FleetPlan(object):
         self.actions = actions
         self.unchanged_labels = unchanged_labels
         self.ambiguous = ambiguous
-        self.counts = dict.fromkeys(ACTION_COUNT_KEYS.values(), 0)
-        for action in actions:
-            self.counts[ACTION_COUNT_KEYS[action["action"]]] += 1
+        self.counts = count_actions(actions)
         self.counts["unchanged"] = len(unchanged_labels)
 
     @property

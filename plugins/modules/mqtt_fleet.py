@@ -236,7 +236,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    ACTION_COUNT_KEYS, PlanError, apply_actions, check_label, plan_fleet)
+    PlanError, apply_actions, check_label, count_actions, plan_fleet)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 
@@ -392,13 +392,6 @@ class PurgeMatcher(object):
         return label not in self.keep and self.regex.search(label)
 
 
-def count(actions):
-    counts = dict.fromkeys(ACTION_COUNT_KEYS.values(), 0)
-    for action in actions:
-        counts[ACTION_COUNT_KEYS[action["action"]]] += 1
-    return counts
-
-
 def public(action):
     return dict(action, fields=dict(action.get("fields") or {}))
 
@@ -477,7 +470,7 @@ def main():
         done, final, failure = run.done, run.rows, run.errors
         result.update(changed=bool(done), credentials=run.credentials, unconfirmed=sorted(run.unconfirmed))
 
-    counts = count(done)
+    counts = count_actions(done)
     counts["unchanged"] = len(plan.unchanged_labels)
     stats = client.stats
     shown = {"all": labels, "changed": set(a["label"] for a in done), "none": ()}[params["return_clients"]]

@@ -3,7 +3,7 @@
 - applying the plan (apply_action) to the current state yields the desired state;
 - planning the desired state again yields nothing (idempotence);
 - check-mode counts equal real counts: FleetPlan.counts (what check mode reports) equals the number of actions of
-  each kind (what a real run counts with mqtt_fleet.count over the actions it did);
+  each kind (what a real run counts with count_actions over the actions it did);
 - plan_fleet with purge/purge_match never deletes a client whose label does not match, nor one the fleet wants.
 """
 import itertools
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     ACTION_COUNT_KEYS, apply_action, apply_actions, plan_client, plan_fleet)
-from ansible_collections.isr.mqtt.plugins.modules.mqtt_fleet import count as module_count
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import count_actions as module_count
 
 LABELS = ["a", "b", "c", "site-1", "site-2", "site-10", "x/y", "..", "\u00fcn\u00efc\u00f8d\u00e9", "live"]
 PATTERNS = [None, "^site-", "^site-1$", "a", "^(a|b)$", "\\.\\.", "zzz"]
@@ -140,7 +140,7 @@ def test_plan_fleet_reaches_the_desired_state_counts_match_and_replanning_is_emp
         item["rotate"] = False  # rotation comes through the rotate= list here
     plan = plan_fleet(desired, rows, purge=purge, purge_match=pattern, rotate=rotate, recover=recover)
 
-    # Check-mode counts (plan.counts) == real counts (mqtt_fleet.count over the same actions, done one by one).
+    # Check-mode counts (plan.counts) == real counts (count_actions over the same actions, done one by one).
     assert_counts_match(plan.actions, plan.counts)
     real = module_count(plan.actions)
     assert dict((k, plan.counts[k]) for k in real) == real
