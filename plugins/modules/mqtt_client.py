@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
   - isr.mqtt.attributes.action_group
+  - isr.mqtt.password_sink
 attributes:
   check_mode:
     support: full
@@ -238,6 +239,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     PlanError, apply_actions, check_client_id, check_label, find_client, plan_client)
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 
@@ -262,6 +264,10 @@ class Run(object):
                     if err.kind != "unsupported":
                         raise
                     # No PATCH on this portal: re-plan from the current row (nothing changed yet).
+                    if not has_sink(self.module.params):
+                        raise PortalError(no_sink_message("recreate of client %s, because the portal cannot change "
+                                                          "allow_publish/allow_subscribe in place" % action["client_id"]),
+                                          kind="validation")
                     self.module.warn("The portal cannot change allow_publish/allow_subscribe in place; "
                                      "recreating client %s (new client_id and password)." % action["client_id"])
                     return self.execute(plan_client(desired, self.row, recreate=True), desired)
@@ -340,6 +346,7 @@ def main():
         password_file=dict(type="path", no_log=False),
         recreate=dict(type="bool", default=False),
     )
+    argument_spec.update(sink_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[["label", "client_id"]])
     params = module.params
@@ -369,6 +376,10 @@ def main():
                    allow_subscribe=params["allow_subscribe"], paused=params["paused"],
                    rotate=params["rotate_password"])
     actions = plan_client(desired, current)
+    receiving = [a["action"] for a in actions if a["action"] in ("create", "rotate")]
+    if receiving and not module.check_mode and not has_sink(params):
+        module.fail_json(msg=no_sink_message("%s of client %r" % (" and ".join(receiving), label or client_id)),
+                         changed=False, client=current, password=None, actions=[])
 
     result = dict(changed=bool(actions), password=None)
     if module.check_mode:

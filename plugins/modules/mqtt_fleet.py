@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
   - isr.mqtt.attributes.action_group
+  - isr.mqtt.password_sink
 attributes:
   check_mode:
     support: full
@@ -239,6 +240,7 @@ from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     PlanError, apply_actions, check_label, count_actions, plan_fleet)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 
 ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
 MAX_PARALLEL = 32
@@ -410,6 +412,7 @@ def main():
         parallel=dict(type="int", default=8),
         return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
     )
+    argument_spec.update(sink_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("purge", True, ("purge_match",))])
     params = module.params
@@ -454,6 +457,13 @@ def main():
                 "(isr.mqtt.mqtt_client with client_id and state: absent) and rerun."
                 % "; ".join("%s (%s)" % (label, ", ".join(ids)) for label, ids in sorted(plan.ambiguous.items())),
             ambiguous=plan.ambiguous)
+
+    receiving = count_actions([a for a in plan.actions if a["action"] in ("create", "rotate")])
+    if (receiving["created"] or receiving["rotated"]) and not module.check_mode and not has_sink(params):
+        module.fail_json(msg=no_sink_message("%d create(s) and %d rotation(s)" % (receiving["created"], receiving["rotated"]),
+                                             password_file_option=False),
+                         changed=False, credentials={}, unconfirmed=[], counts=count_actions([]), actions=[], clients=[],
+                         deleted=[], requests=client.stats["requests"], rate_limit_waited=client.stats["rate_limit_waited"])
 
     current = dict((row["label"], row) for row in rows if row["label"] in labels)
     by_label = {}

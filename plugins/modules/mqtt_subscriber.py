@@ -33,6 +33,7 @@ extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
   - isr.mqtt.attributes.action_group
+  - isr.mqtt.password_sink
 attributes:
   check_mode:
     support: full
@@ -245,6 +246,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError, client_from_module, portal_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import (
     PlanError, check_desired, find_subscriber, is_expired, plan_subscriber, predict)
@@ -312,6 +314,9 @@ class Runner(object):
         if not actions and params["password_file"] and params["state"] == "present" and not os.path.exists(params["password_file"]):
             self.module.warn("password_file %s does not exist and the portal never shows the password of subscriber %s "
                              "again; use regenerate=true to get a new login with a new password" % (params["password_file"], current["id"]))
+
+        if any(a["action"] == "create" for a in actions) and not self.module.check_mode and not has_sink(params):
+            self.fail(no_sink_message("create of read-only subscriber %r" % (params["label"] or params["id"])))
 
         known_filter = next((s.get("subscribe_filter") for s in subscribers if s.get("subscribe_filter")), None)
         after = predict(current, actions, now, known_filter)
@@ -388,6 +393,7 @@ def main():
         renew_before_days=dict(type="int"),
         password_file=dict(type="path", no_log=False),
     )
+    argument_spec.update(sink_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, required_one_of=[("label", "id")], supports_check_mode=True)
     Runner(module).run()
 
