@@ -18,6 +18,19 @@ from requests.adapters import HTTPAdapter
 API = "/api/v1/subscriber/publishers"
 
 
+def list_labels(session, base):
+    """(labels on the portal, pages listed): every page, 1000 rows each."""
+    existing, pages, url = set(), 0, base + API + "?page=1&page_size=1000"
+    while url:
+        answer = session.get(url, timeout=30)
+        answer.raise_for_status()
+        body = answer.json()
+        pages += 1
+        existing.update(row["label"] for row in body["items"])
+        url = base + body["next"] if body.get("next") else None
+    return existing, pages
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
@@ -34,14 +47,7 @@ def main(argv=None):
     session.mount("http://", adapter)
     session.mount("https://", adapter)
 
-    existing, pages, url = set(), 0, args.url + API + "?page=1&page_size=1000"
-    while url:
-        answer = session.get(url, timeout=30)
-        answer.raise_for_status()
-        body = answer.json()
-        pages += 1
-        existing.update(row["label"] for row in body["items"])
-        url = args.url + body["next"] if body.get("next") else None
+    existing, pages = list_labels(session, args.url)
 
     labels = ["%s%05d" % (args.prefix, i) for i in range(args.count)]
     missing = [label for label in labels if label not in existing]

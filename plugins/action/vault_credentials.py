@@ -44,6 +44,7 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
     Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of, vault_object)
 
@@ -285,6 +286,10 @@ class ActionModule(ActionBase):
         # Re-read under the lock: a concurrent run may have written since our caller read it.
         with (contextlib.nullcontext() if self._task.check_mode else flocked(path + ".lock")):
             entries = read_store(path)
+            # Passwords journaled by mqtt_fleet as they arrived (a run that was killed, or this run's batches).
+            journal = journal_path(path)
+            records = read_journal(journal)
+            folded = fold(entries, records)
             added, updated, removed, skipped, pending = [], [], [], [], []
             for label in sorted(remove):
                 if label in entries and label not in incoming:
@@ -315,15 +320,17 @@ class ActionModule(ActionBase):
             for (label, new, dummy), ciphertext in zip(pending, ciphertexts):
                 entries[label] = dict(new, password=ciphertext)
 
-            changed = bool(added or updated or removed)
+            changed = bool(added or updated or removed or folded)
             if changed and not self._task.check_mode:
                 write_atomic(path, render_store(entries))
+            if records and not self._task.check_mode:
+                os.unlink(journal)  # only once the store holds every record
 
         if skipped:
             self._display.warning("isr.mqtt.vault_credentials: no password given for %s; those entries were left as they were"
                                   % ", ".join(skipped))
         result.update(
-            changed=changed, path=path, added=added, updated=updated, removed=removed,
+            changed=changed, path=path, added=added, updated=updated, removed=removed, journaled=folded,
             credentials=dict(
                 (label, dict([(f, entry.get(f)) for f in FIELDS]
                              + [("password", vault_object(entry["password"], secrets) if entry.get("password") else None),

@@ -353,6 +353,13 @@ class PortalClient(object):
         self._stats = {"requests": 0, "retries": 0, "rate_limit_waited": 0.0}
         self._paced_until = 0.0  # clock time up to which a rate-limit wait is already counted
         self._resume_at = 0.0  # clock time before which the budget is known to be spent
+        # The budget counted down here, so that no request is sent that the portal would refuse with 429:
+        self._budget = None  # requests the window still allows, net of those in flight (None: not known yet)
+        self._window_end = 0.0  # clock time the portal's window ends (X-RateLimit-Reset)
+        self._sent = 0  # sequence number of the last request sent
+        self._noted = 0  # sequence number of the newest request whose rate-limit headers were read
+        self._in_flight = set()
+        self.on_wait = None  # called with the seconds left, at least once a minute while waiting for the rate limit
 
         self.session = requests.Session()
         self.session.headers.update({"Authorization": "Bearer %s" % api_token, "Accept": "application/json"})
@@ -413,20 +420,56 @@ class PortalClient(object):
             self._paced_until = max(self._paced_until, until)
             left -= added
         self._warn("Portal rate limit: waiting %.0f s (%s); %.0f s of rate_limit_max_wait left." % (seconds, reason, max(left, 0)))
-        self._sleep(seconds)
+        while seconds > 0:  # in steps of a minute at most, each with a progress report
+            if self.on_wait is not None:
+                self.on_wait(seconds)
+            step = min(seconds, 60.0)
+            self._sleep(step)
+            seconds -= step
 
     def _pace(self):
-        with self._lock:
-            wait = self._resume_at - self._clock()
-        if wait > 0:
-            self._rate_limit_wait(wait, "X-RateLimit-Remaining is 0 until X-RateLimit-Reset")
+        """Wait while the window's budget is known to be spent, then take one request of it; returns its number."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._resume_at - now
+                if wait <= 0 and self._budget is not None and self._budget <= 0:
+                    if now < self._window_end:
+                        wait = self._window_end - now
+                    else:
+                        self._budget = None  # a new window: its first answer tells the budget
+                if wait <= 0:
+                    if self._budget is not None:
+                        self._budget -= 1
+                    self._sent += 1
+                    self._in_flight.add(self._sent)
+                    return self._sent
+            self._rate_limit_wait(wait, "the X-RateLimit-Remaining budget is used up until X-RateLimit-Reset")
 
-    def _note_rate_headers(self, response):
+    def _send(self, number, method, url, **kwargs):
+        try:
+            return self.session.request(method, url, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._in_flight.discard(number)
+            raise
+
+    def _note_rate_headers(self, response, number=None):
         remaining = _header_number(response, "X-RateLimit-Remaining")
         reset = _header_number(response, "X-RateLimit-Reset")
-        if remaining is not None and remaining <= 0 and reset is not None and reset > 0:
-            with self._lock:
-                self._resume_at = max(self._resume_at, self._clock() + reset)
+        with self._lock:
+            self._in_flight.discard(number)
+            if number is not None and number < self._noted:
+                return  # an answer older than one already read: its count is stale
+            self._noted = number or self._noted
+            now = self._clock()
+            if reset is not None and reset > 0:
+                self._window_end = now + reset
+            if remaining is not None:
+                # Requests still in flight may not be in the portal's count yet: count them as spent.
+                self._budget = remaining - len(self._in_flight)
+                if remaining <= 0 and reset is not None and reset > 0:
+                    self._resume_at = max(self._resume_at, now + reset)
 
     # -- requests ----------------------------------------------------------
 
@@ -499,19 +542,19 @@ class PortalClient(object):
         url = self._url(path)
         attempt = 0
         while True:
-            self._pace()
+            number = self._pace()
             self._count("requests")
             error = None
             try:
-                response = self.session.request(method, url, json=json_body, params=params, timeout=self.timeout,
-                                                verify=self._verify)
+                response = self._send(number, method, url, json=json_body, params=params, timeout=self.timeout,
+                                      verify=self._verify)
             except requests.exceptions.SSLError as exc:
                 raise self._network_error(exc, method, url)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 error = self._network_error(exc, method, url)
                 safe = idempotent or _never_sent(exc)
             else:
-                self._note_rate_headers(response)
+                self._note_rate_headers(response, number)
                 if response.status_code < 400:
                     return response
                 if response.status_code == 429:

@@ -98,12 +98,35 @@ options:
     type: str
     choices: [all, changed, none]
     default: all
+  batch_size:
+    description:
+      - Labels with something to do per batch; V(0) means one batch. The fleet is listed and planned once; between
+        batches a line of progress is printed (when the task runs on the controller) and O(max_duration) is checked.
+    type: int
+    default: 0
+  max_duration:
+    description:
+      - Seconds after which no new batch is started; the run then ends without failing, with RV(complete=false), every
+        password received returned, and a warning. A rerun continues with the rest. V(0) means no limit.
+    type: int
+    default: 0
+  journal:
+    description:
+      - A file on the controller to which every password received is written, vault-encrypted with the run's vault secret,
+        the moment the portal answers (one JSON line each, mode C(0600), fsync), so that a run killed half way loses none.
+      - M(isr.mqtt.vault_credentials) folds C(PATH.journal) into the store at C(PATH) and removes it; the role
+        P(isr.mqtt.fleet#role) uses C(<fleet_store>.journal). Needs a vault secret and the task on the controller
+        (C(delegate_to=localhost) or C(connection=local)).
+    type: path
 notes:
   - Requests sent = list pages + one per necessary write (+ one rotation for each create whose answer was lost).
   - Writes for one label run in order (create before pause; rotate last). Deletes run before creates, freeing plan slots.
   - After the first failed write no new label is started; the failure result carries RV(credentials), RV(counts)
     and RV(clients) for what was done, and RV(unconfirmed) for labels whose password may have changed unseen.
-  - Runs on the controller (C(delegate_to=localhost) or C(connection=local)).
+  - Runs on the controller (C(delegate_to=localhost) or C(connection=local)). There its action plugin runs the module's
+    code in the controller's worker process (no module process): the result cannot be lost on the way back, and the
+    client waits for the portal's rate-limit window rather than send a request it knows would be refused
+    (it counts C(X-RateLimit-Remaining) down itself), printing a line with counts and an ETA at least once a minute.
 seealso:
   - module: isr.mqtt.mqtt_client
   - module: isr.mqtt.vault_credentials
@@ -222,6 +245,11 @@ requests:
   returned: always
   type: int
   sample: 3
+complete:
+  description: Whether every planned action was done; V(false) when O(max_duration) stopped the run, or a write failed.
+  returned: always
+  type: bool
+  sample: true
 rate_limit_waited:
   description: Seconds spent waiting for the portal's rate limit.
   returned: always
@@ -231,6 +259,7 @@ rate_limit_waited:
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
@@ -291,8 +320,10 @@ def credential(row, password):
 class FleetRun(object):
     """Runs the plan's actions: labels in parallel, each label's actions in order. Thread-safe bookkeeping."""
 
-    def __init__(self, module, client, rows_by_label):
+    def __init__(self, module, client, rows_by_label, deadline=None):
         self.module = module
+        self.deadline = deadline  # time.monotonic() after which no new batch is started (max_duration)
+        self.out_of_time = False
         self.client = client
         self.rows = rows_by_label  # label -> current row (None once deleted)
         self.credentials = {}
@@ -367,20 +398,40 @@ class FleetRun(object):
             self.done.append(action)
 
     def _keep(self, label, row, password):
+        entry = credential(row, password)
+        keep_password = getattr(self.module, "keep_password", None)  # controller side: journal it right now
+        if keep_password is not None:
+            keep_password(label, entry)
         with self._lock:
-            self.credentials[label] = credential(row, password)
+            self.credentials[label] = entry
 
-    def execute(self, actions, parallel):
+    def execute(self, actions, parallel, batch_size=0):
+        """Deletes first (they free plan slots for creates), then the other labels in batches of ``batch_size``.
+
+        Between batches: a progress report (module.progress, when the caller has one) and the max_duration check,
+        so that a long run stops cleanly at a batch boundary with everything received kept.
+        """
         chains = {}
         for action in actions:
             chains.setdefault((action["action"] == "delete", action["label"]), []).append(action)
-        deletes = [chain for (is_delete, dummy), chain in chains.items() if is_delete]
+        deletes = [[a] for (is_delete, dummy), chain in chains.items() if is_delete for a in chain]
         others = [chain for (is_delete, dummy), chain in chains.items() if not is_delete]
+        size = batch_size if batch_size > 0 else max(len(others), 1)
+        batches = [others[i:i + size] for i in range(0, len(others), size)] or ([[]] if deletes else [])
+        progress = getattr(self.module, "progress", None)
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            for phase in (deletes, others):  # deletes first: they free plan slots for creates
-                list(pool.map(self.run_chain, [[a] for chain in phase for a in chain] if phase is deletes else phase))
+            list(pool.map(self.run_chain, deletes))
+            start = 0
+            for index, batch in enumerate(batches):
                 if self._stop.is_set():
                     break
+                if index and self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.out_of_time = True
+                    break
+                list(pool.map(self.run_chain, batch))
+                if progress is not None:
+                    progress(index + 1, len(batches), self.done[start:])
+                start = len(self.done)
 
 
 class PurgeMatcher(object):
@@ -398,7 +449,8 @@ def public(action):
     return dict(action, fields=dict(action.get("fields") or {}))
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """The module; the action plugin runs the same code in the controller's worker with another module_class."""
     argument_spec = portal_argument_spec()
     argument_spec.update(
         clients=dict(type="list", elements="dict", required=True),
@@ -411,13 +463,23 @@ def main():
         keep_labels=dict(type="list", elements="str", default=[], no_log=False),
         parallel=dict(type="int", default=8),
         return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
+        batch_size=dict(type="int", default=0),
+        journal=dict(type="path"),
+        max_duration=dict(type="int", default=0),
     )
     argument_spec.update(sink_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("purge", True, ("purge_match",))])
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True,
+                          required_if=[("purge", True, ("purge_match",))])
     params = module.params
+    if params["journal"] and not module.check_mode and getattr(module, "keep_password", None) is None:
+        module.fail_json(msg="journal is written by the controller side of isr.mqtt.mqtt_fleet (its action plugin, "
+                             "run on the controller): call the module by that name with delegate_to: localhost")
 
     desired, errors = parse_clients(params["clients"])
+    if params["batch_size"] < 0:
+        errors.append("batch_size must be 0 (one batch) or more, got %d" % params["batch_size"])
+    if params["max_duration"] < 0:
+        errors.append("max_duration must be 0 (no limit) or more seconds, got %d" % params["max_duration"])
     if not 1 <= params["parallel"] <= MAX_PARALLEL:
         errors.append("parallel must be between 1 and %d, got %d" % (MAX_PARALLEL, params["parallel"]))
     if params["purge_match"] is not None:
@@ -435,6 +497,7 @@ def main():
     if errors:
         module.fail_json(msg="Invalid fleet: " + "; ".join(errors), errors=errors)
 
+    started = time.monotonic()
     client = client_from_module(module, pool_size=params["parallel"])
     try:
         rows = client.list_clients()
@@ -470,15 +533,23 @@ def main():
     for action in plan.actions:
         by_label.setdefault(action["label"], []).append(action)
 
-    result = dict(changed=plan.changed, credentials={}, unconfirmed=[], requests=0, rate_limit_waited=0.0)
+    result = dict(changed=plan.changed, credentials={}, unconfirmed=[], requests=0, rate_limit_waited=0.0, complete=True)
     if module.check_mode:
         done, final = plan.actions, dict((lb, apply_actions(current.get(lb), by_label.get(lb, []))) for lb in labels)
         failure = None
     else:
-        run = FleetRun(module, client, dict(current))
-        run.execute(plan.actions, params["parallel"])
+        run = FleetRun(module, client, dict(current),
+                       deadline=started + params["max_duration"] if params["max_duration"] > 0 else None)
+        waiting = getattr(module, "waiting", None)  # controller side: a progress line while the rate limit holds us
+        if waiting is not None:
+            client.on_wait = lambda seconds: waiting(seconds, len(run.done), len(plan.actions))
+        run.execute(plan.actions, params["parallel"], params["batch_size"])
         done, final, failure = run.done, run.rows, run.errors
-        result.update(changed=bool(done), credentials=run.credentials, unconfirmed=sorted(run.unconfirmed))
+        result.update(changed=bool(done), credentials=run.credentials, unconfirmed=sorted(run.unconfirmed),
+                      complete=not failure and not run.out_of_time)
+        if run.out_of_time and not failure:
+            module.warn("max_duration (%d s) reached: %d of %d planned actions were done and every password received "
+                        "is returned; a rerun continues with the rest." % (params["max_duration"], len(done), len(plan.actions)))
 
     counts = count_actions(done)
     counts["unchanged"] = len(plan.unchanged_labels)

@@ -23,6 +23,8 @@ description:
     (C(PATH.lock)); the store is re-read under the lock, so concurrent runs on one store lose nothing.
   - Returns every entry of the store in RV(credentials), passwords as vault-encrypted objects, so output at any verbosity
     and fact caches see only ciphertext; templates get the password.
+  - Folds the journal C(PATH.journal) (passwords that M(isr.mqtt.mqtt_fleet) journaled vault-encrypted with its option
+    C(journal), for example by a run that was killed) into the store, then removes the journal.
   - With O(facts_from), sets the facts C(mqtt_client_id), C(mqtt_username), C(mqtt_password) (vault-encrypted),
     C(mqtt_publish_topic), C(mqtt_history_topic_prefix), C(mqtt_rotated_at) from one entry of RV(credentials).
   - With O(run_lock), takes or gives back the run lock of the store instead (see O(run_lock)).
@@ -170,6 +172,11 @@ updated:
   elements: str
 removed:
   description: Labels removed from the store.
+  returned: when O(path) is set, without O(run_lock)
+  type: list
+  elements: str
+journaled:
+  description: Labels whose entry changed by folding the journal C(PATH.journal) into the store (added, updated or removed).
   returned: when O(path) is set, without O(run_lock)
   type: list
   elements: str

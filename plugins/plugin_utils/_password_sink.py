@@ -77,10 +77,16 @@ class PasswordSinkAction(ActionBase):
         args["password_sink"] = "result" if plain or secrets else "none"
         if not plain and secrets:
             pick_secret(secrets, args.get("vault_id"), "the result")  # a wrong vault_id fails before any request
-        result.update(self._execute_module(module_args=args, task_vars=task_vars))
-        self._remove_tmp_path(self._connection._shell.tmpdir)
+        result.update(self.run_module(args, task_vars, None if plain or not secrets else (secrets, args.get("vault_id"))))
         if not plain:
             self.seal(result, secrets, args.get("vault_id"))
+        return result
+
+    def run_module(self, args, task_vars, vault):
+        """The module's result. ``vault``: (secrets, vault_id) when passwords will be vaulted, else None."""
+        del vault
+        result = self._execute_module(module_args=args, task_vars=task_vars)
+        self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
 
     def seal(self, result, secrets, vault_id):

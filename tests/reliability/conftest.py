@@ -60,6 +60,9 @@ class Workspace(Fleet):
             time.sleep(0.05)
         return seen
 
+    def journaled(self):
+        return journaled(self.store)
+
     def raw_entries(self):
         """The store parsed with ciphertext kept (None when missing)."""
         if not self.store.exists():
@@ -69,6 +72,19 @@ class Workspace(Fleet):
             pass
         Loader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
         return (yaml.load(self.store.read_text(), Loader=Loader) or {}).get("isr_mqtt_credentials") or {}  # nosec
+
+
+def journaled(store):
+    """Labels whose password the store's journal (<store>.journal) holds, later lines winning."""
+    path = store.parent / (store.name + ".journal")
+    labels = set()
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            record = json.loads(line)
+        except ValueError:  # a last line cut by a kill
+            continue
+        (labels.discard if record.get("remove") else labels.add)(record["label"])
+    return sorted(labels)
 
 
 def progress_counts(out):

@@ -99,6 +99,11 @@ class FakeTransport(BaseAdapter):
         pass
 
 
+class FakeResponse(object):
+    def __init__(self, headers):
+        self.headers = headers
+
+
 class Harness(object):
     """A client wired to a FakeTransport, with a fake clock that sleeping advances."""
 
@@ -637,6 +642,43 @@ def test_remaining_above_zero_does_not_pace():
     h.client.list_clients()
     h.client.pause_client("pub-1")
     assert h.sleeps == []
+
+
+def test_budget_is_counted_down_and_no_refused_request_is_sent():
+    """Remaining 2 after the list: two more requests go out, the third waits for the window's end first."""
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "30"}),
+                 (200, row(), {}), (200, row(), {}),  # no headers: only the countdown knows the budget is spent
+                 (200, row(), {"X-RateLimit-Remaining": "99", "X-RateLimit-Reset": "3600"})])
+    h.client.list_clients()
+    h.client.pause_client("pub-1")
+    h.client.pause_client("pub-1")
+    assert h.sleeps == [] and len(h.calls) == 3
+    h.client.pause_client("pub-1")
+    assert h.sleeps == [30.0] and len(h.calls) == 4
+    assert h.client._budget == 99
+
+
+def test_budget_counts_requests_in_flight_as_spent():
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "10"})])
+    h.client._in_flight.update([101, 102, 103])  # three requests of other threads not answered yet
+    h.client.list_clients()
+    assert h.client._budget == 2
+
+
+def test_an_older_answer_does_not_raise_the_budget():
+    h = Harness([])
+    h.client._note_rate_headers(FakeResponse({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "10"}), 7)
+    h.client._note_rate_headers(FakeResponse({"X-RateLimit-Remaining": "6", "X-RateLimit-Reset": "10"}), 6)
+    assert h.client._budget == 5
+
+
+def test_long_waits_report_progress_at_least_once_a_minute():
+    h = Harness([])
+    seen = []
+    h.client.on_wait = seen.append
+    h.client.rate_limit_max_wait = 1000
+    h.client._rate_limit_wait(150, "test")
+    assert seen == [150, 90, 30] and h.sleeps == [60.0, 60.0, 30.0]
 
 
 def test_concurrent_waits_for_the_same_moment_count_once():

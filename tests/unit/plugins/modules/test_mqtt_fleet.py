@@ -494,3 +494,17 @@ def test_purge_matcher_searches_and_keeps():
     assert matcher.search("x-site-a-1")
     assert not matcher.search("x-site-a-keep")
     assert not matcher.search("site-b")
+
+
+def test_journal_without_the_controller_side_is_refused_before_any_request(run_module, emulator, tmp_path):
+    emulator.control.reset_counters()
+    failed, result = run_module(mqtt_fleet, clients=[{"label": "a"}], journal=str(tmp_path / "j"))
+    assert failed and "controller side" in result["msg"]
+    assert emulator.control.counters()["total"] == 0 and not (tmp_path / "j").exists()
+
+
+def test_module_reconciles_in_batches_with_one_list(run_module, emulator):
+    emulator.control.reset_counters()
+    failed, result = run_module(mqtt_fleet, clients=[{"label": "b%d" % i} for i in range(5)], batch_size=2)
+    assert not failed and result["counts"]["created"] == 5 and result["complete"] is True
+    assert emulator.control.counters()["by_route"].get("GET /api/v1/subscriber/publishers") == 1

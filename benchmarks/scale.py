@@ -1,0 +1,161 @@
+"""Scale benchmark of issue 17: the role's hosts mode against list mode and the full-job reference, a kill in the
+middle of a run, and a paced run against a small budget. Not a test: nothing asserts on time.
+
+    python benchmarks/scale.py [--sizes 100,1000] [--repeat 2] [--scenarios reference,list,hosts,kill,budget]
+
+Scenarios run interleaved (rep 1 of each, then rep 2 ...) so that load from other processes spreads over all of
+them; compare ratios within a rep. Output: benchmarks/output/scale-<stamp>/results.json and a table on stdout.
+- reference: benchmarks/full_job.py (requests, 8 threads, one `!vault` per password with a fresh salt, atomic store)
+- list: the role with fleet_devices (localhost); hosts: the role with N inventory hosts (fleet_devices empty)
+- kill: the role (fleet_batch_size 100, latency 0.05 s), SIGKILL of its process group at N/2 clients, then a rerun:
+  the rerun's rotations are the passwords the kill lost
+- budget: the role against a budget of N/2+20 requests per --budget-window seconds: POSTs sent, 429 answers, waits
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import (BENCH, PLAYBOOKS, OUTPUT, CREATE_ROUTE, Bench, Emulator, bin_path, labels, measure,  # noqa: E402
+                 store_entries, verify_store)
+
+ROTATE_ROUTE = "POST /api/v1/subscriber/publishers/{client_id}/rotate-credentials"
+
+
+class Scale(Bench):
+    def __init__(self, args):
+        super(Scale, self).__init__(args)
+        self.out.rename(self.out.with_name("scale-" + self.out.name))
+        self.out = self.out.with_name("scale-" + self.out.name)
+        self.vault_file = self.out / "vault-pass"
+
+    def command(self, playbook, workdir, phase, evars, inventory="localhost,"):
+        varfile = Path(workdir) / ("vars-%s.json" % phase)
+        varfile.write_text(json.dumps(evars))
+        return [bin_path("ansible-playbook"), "-i", inventory, str(PLAYBOOKS / playbook), "-e", "@%s" % varfile,
+                "--vault-id", "bench@%s" % self.vault_file]
+
+    def role(self, emu, workdir, phase, n, hosts, extra=None):
+        store = workdir / "credentials.yml"
+        evars = {"fleet_store": str(store), "fleet_rate_limit_max_wait": 3600}
+        inventory = "localhost,"
+        if hosts:
+            inventory = str(workdir / "inventory.ini")
+            Path(inventory).write_text("[devices]\n" + "".join("%s\n" % label for label in labels(n))
+                                       + "[devices:vars]\nansible_connection=local\n")
+        else:
+            evars["fleet_devices"] = [{"label": label} for label in labels(n)]
+        evars.update(extra or {})
+        cmd = self.command("fleet_hosts.yml" if hosts else "fleet_role.yml", workdir, phase, evars, inventory)
+        return cmd, dict(self.ansible_env(emu, workdir), BENCH_TIMINGS=str(workdir / ("timings-%s.json" % phase)))
+
+    def run_one(self, scenario, n, rep):
+        workdir = self.out / ("%s-%d-r%d" % (scenario, n, rep))
+        workdir.mkdir()
+        budget, window = (n // 2 + 20, self.args.budget_window) if scenario == "budget" else (10 ** 9, 3600)
+        record = {"scenario": scenario, "n": n, "rep": rep}
+        with Emulator(workdir, budget, window) as emu:
+            watch = psutil.Process(emu.process.pid)
+            if scenario == "reference":
+                env = dict(os.environ, ISR_PORTAL_URL=emu.info["portal_url"], ISR_PORTAL_TOKEN=emu.info["token"],
+                           VAULT_PASSWORD_FILE=str(self.vault_file))
+                cmd = [sys.executable, str(BENCH / "full_job.py"), "--count", str(n), "--store", str(workdir / "credentials.yml")]
+                record["create"] = measure(cmd, env, workdir, workdir / "create.log", watch=watch)
+            elif scenario in ("list", "hosts", "budget"):
+                cmd, env = self.role(emu, workdir, "create", n, scenario == "hosts")
+                record["create"] = measure(cmd, env, workdir, workdir / "create.log", watch=watch)
+                timings = workdir / "timings-create.json"
+                if timings.exists():
+                    tasks = json.loads(timings.read_text())["tasks"]
+                    record["create"]["slowest_tasks"] = sorted(tasks.items(), key=lambda kv: -kv[1]["seconds"])[:5]
+                if scenario != "budget":
+                    record["create_posts"] = emu.counters()["by_route"].get(CREATE_ROUTE, 0)
+                    emu.reset_counters()
+                    record["rerun"] = measure(cmd, env, workdir, workdir / "rerun.log", watch=watch)
+                    record["rerun"]["requests"] = emu.counters()["total"]
+            elif scenario == "kill":
+                record.update(self.kill(emu, workdir, n))
+            counters = emu.counters()
+            record["posts"] = counters["by_route"].get(CREATE_ROUTE, 0)
+            record["rotations"] = counters["by_route"].get(ROTATE_ROUTE, 0)
+            record["clients"] = emu.clients()
+            if scenario == "budget":
+                log = Path(record["create"]["log"]).read_text()
+                record["refused_429"] = record["posts"] - record["clients"]
+                record["wait_lines"] = log.count("rate limit: ")
+                record["verify"] = verify_store(workdir / "credentials.yml", emu, labels(n))
+            record["stored"] = store_entries(workdir / "credentials.yml")
+        self.runs.append(record)
+        self.save()
+        create = record.get("create") or {}
+        print("%-9s N=%-5d r%d wall %7.2fs cpu %7.2fs pss %7.1f MB posts %5d rotations %4d clients %5d stored %5d %s"
+              % (scenario, n, rep, create.get("wall", 0), create.get("cpu_s", 0), create.get("tree_pss_mb", 0),
+                 record["posts"], record["rotations"], record["clients"], record["stored"],
+                 {k: record[k] for k in ("refused_429", "wait_lines", "lost_to_kill", "journaled_at_kill") if k in record}),
+              flush=True)
+        return record
+
+    def kill(self, emu, workdir, n):
+        emu.call("PUT", "/faults", json={"latency_s": 0.05})
+        cmd, env = self.role(emu, workdir, "create", n, False, {"fleet_batch_size": 100, "fleet_parallel": 4})
+        with open(workdir / "create.log", "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir),
+                                    start_new_session=True)
+            while emu.clients() < n // 2 and proc.poll() is None:
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        time.sleep(0.5)
+        emu.call("PUT", "/faults", json={})
+        at_kill = emu.clients()
+        journal = workdir / "credentials.yml.journal"
+        journaled = len(journal.read_text().splitlines()) if journal.exists() else 0
+        emu.reset_counters()
+        rerun = measure(cmd, env, workdir, workdir / "rerun.log")
+        rotations = emu.counters()["by_route"].get(ROTATE_ROUTE, 0)
+        state = emu.call("GET", "/state")
+        duplicates = sum(count - 1 for count in state["labels"].values() if count > 1)
+        return {"create": {"rc": proc.returncode}, "rerun": rerun, "clients_at_kill": at_kill,
+                "journaled_at_kill": journaled, "lost_to_kill": rotations, "duplicates": duplicates}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--scenarios", default="reference,list,hosts,kill,budget")
+    parser.add_argument("--budget-window", type=float, default=60)
+    args = parser.parse_args(argv)
+    # Bench's attributes used by the helpers
+    bench = Scale(args)
+    for rep in range(1, args.repeat + 1):
+        for n in [int(size) for size in args.sizes.split(",")]:
+            for scenario in args.scenarios.split(","):
+                bench.run_one(scenario, n, rep)
+    print("results: %s" % (bench.out / "results.json"))
+    by = {}
+    for record in bench.runs:
+        by.setdefault((record["scenario"], record["n"]), []).append(record)
+    for rep in range(1, args.repeat + 1):
+        for n in sorted(set(r["n"] for r in bench.runs)):
+            def get(scenario, key):
+                return next((r["create"].get(key) for r in bench.runs
+                             if r["scenario"] == scenario and r["n"] == n and r["rep"] == rep and "create" in r), None)
+            ref, lst, hst = (get(s, "cpu_s") for s in ("reference", "list", "hosts"))
+            wref, wlst, whst = (get(s, "wall") for s in ("reference", "list", "hosts"))
+            if ref and lst:
+                print("r%d N=%d list/reference: wall %.2f cpu %.2f" % (rep, n, wlst / wref, lst / ref))
+            if lst and hst:
+                print("r%d N=%d hosts/list: wall %.2f cpu %.2f" % (rep, n, whst / wlst, hst / lst))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
