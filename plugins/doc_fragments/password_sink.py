@@ -16,13 +16,13 @@ options:
       - How a new password is returned in the result.
       - V(auto) (the default) returns it B(vault-encrypted) with the vault secret the run was started with
         (C(--vault-id) or C(--vault-password-file); in AWX a Vault credential). The registered value is a real vaulted
-        value: templates and C(include_vars) decrypt it, callbacks, logs and fact caches only ever show ciphertext.
+        value. Templates and C(include_vars) decrypt it; callbacks, logs and fact caches only ever show ciphertext.
         On a task with C(no_log=true) the password is returned in plain text instead (existing playbooks keep working).
       - V(vaulted) always returns it vault-encrypted, also under C(no_log=true).
       - V(plaintext) returns it in plain text without C(no_log). For ad-hoc use only; the module warns, and any
         callback, log or fact cache may then show the password.
       - When a run would receive a password and none of these can take it (no vault secret, no C(no_log), no
-        O(password_file) where the module has it, no V(plaintext)), the module fails B(before any write) and says so.
+        C(password_file) where the module has it, no V(plaintext)), the module fails B(before any write) and says so.
     type: str
     choices: [auto, vaulted, plaintext]
     default: auto
@@ -36,7 +36,7 @@ options:
       - Set by the collection's action plugin on the controller, which knows the run's vault secret and C(no_log);
         do not set it yourself.
       - V(result) means a new password returned in the result has a safe place to go; V(none) (the default, for a
-        module run without the action plugin) allows a new password only into O(password_file) where the module has it.
+        module run without the action plugin) allows a new password only into C(password_file) where the module has it.
     type: str
     choices: [result, none]
     default: none

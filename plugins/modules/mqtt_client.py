@@ -16,11 +16,11 @@ description:
   - The client is identified by O(label), or by O(client_id) when it is known. Labels are not unique
     on the portal; a label shared by several clients fails with their client_ids unless O(client_id) picks one.
   - Reading the state costs one list request (all pages); every change is one write request.
-  - The portal shows a password only once. The module returns it in RV(password) (or writes it to
-    O(password_file)) when it creates a client or rotates its password. Put C(no_log=true) on every task
-    that can receive a password, see the examples.
+  - The portal shows a password only once. The module returns it in RV(password), B(vault-encrypted) with the run's
+    vault secret (see O(return_password)), or writes it to O(password_file), when it creates a client or rotates
+    its password. Without any of these (and without C(no_log)), such a run fails before any write.
   - If a later step fails after a password was received (for example the pause after a create), the failure
-    result still carries RV(password) (or the file is written) so that the password is not lost.
+    result still carries RV(password), vault-encrypted (or the file is written), so that the password is not lost.
 author:
   - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
@@ -99,11 +99,18 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Create a publisher client and keep its password (shown only once)
+# Run with a vault secret (ansible-playbook --vault-id mqtt@prompt): sensor.password is then vault-encrypted.
+- name: Create a publisher client; its password (shown only once) comes back vault-encrypted
   isr.mqtt.mqtt_client:
     label: site-alpha-sensor
     allow_subscribe: true
   register: sensor
+
+- name: Use the password on the device (the template decrypts it)
+  ansible.builtin.copy:
+    content: "{{ sensor.password }}"
+    dest: /etc/mqtt/site-alpha-sensor.password
+    mode: "0600"
   no_log: true
 
 - name: Pause the client by its id
@@ -128,7 +135,6 @@ EXAMPLES = r"""
     label: site-alpha-sensor
     allow_subscribe: false
     recreate: true
-  no_log: true
 
 - name: Delete the client
   isr.mqtt.mqtt_client:
@@ -141,10 +147,11 @@ EXAMPLES = r"""
       portal_url: "{{ lookup('ansible.builtin.env', 'ISR_PORTAL_URL') }}"
       api_token: "{{ lookup('ansible.builtin.env', 'ISR_PORTAL_TOKEN') }}"
   block:
-    - name: Ensure a paused spare credential exists
+    - name: Ensure a paused spare credential exists; under no_log the password is registered in plain text
       isr.mqtt.mqtt_client:
         label: spare-1
         paused: true
+      register: spare
       no_log: true
 """
 
@@ -201,6 +208,8 @@ client:
 password:
   description:
     - The new MQTT password, after a create or rotate, when O(password_file) is not set. Otherwise null.
+    - Vault-encrypted with the run's vault secret (templates decrypt it), in plain text only under C(no_log=true) or
+      with O(return_password=plaintext). See O(return_password).
     - Also returned in a failure result when a later step failed after the password was received.
   returned: always
   type: str

@@ -17,8 +17,9 @@ description:
   - Clients are matched by label. Labels must be unique in O(clients); a label held by several portal clients
     fails the run before any write, naming their client_ids.
   - Every password the run receives (create, rotate, recovery) is returned in RV(credentials), also when the run
-    fails half way, so nothing is lost. B(Always use C(no_log=true)) on the task and C(register) the result; the
-    role P(isr.mqtt.fleet#role) does that and stores the passwords vault-encrypted with M(isr.mqtt.vault_credentials).
+    fails half way, so nothing is lost. The passwords are B(vault-encrypted) with the run's vault secret (see
+    O(return_password)); store them with M(isr.mqtt.vault_credentials), which keeps that ciphertext as it is. The role
+    P(isr.mqtt.fleet#role) does both.
 author:
   - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
@@ -133,7 +134,8 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Provision three devices; keep the passwords out of logs
+# Run with a vault secret (ansible-playbook --vault-id fleet@prompt): every password comes back vault-encrypted.
+- name: Provision three devices
   isr.mqtt.mqtt_fleet:
     clients:
       - label: site-alpha-01
@@ -144,9 +146,8 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: fleet
-  no_log: true
 
-- name: Store the new passwords vault-encrypted (never in plain text)
+- name: Store the new passwords (the ciphertext is stored as it is)
   isr.mqtt.vault_credentials:
     path: "{{ playbook_dir }}/credentials.yml"
     credentials: "{{ fleet.credentials }}"
@@ -167,7 +168,6 @@ EXAMPLES = r"""
       - label: site-alpha-02
         allow_subscribe: true
   register: fleet
-  no_log: true
 
 - name: Store the rotated password, drop the deleted client and any unconfirmed rotation
   isr.mqtt.vault_credentials:
@@ -187,7 +187,6 @@ EXAMPLES = r"""
       - label: site-alpha-02
         allow_subscribe: true
   register: fleet
-  no_log: true
 """
 
 RETURN = r"""
@@ -211,7 +210,9 @@ clients:
 credentials:
   description:
     - Label to credential, for every password this run received (also in a failure result). Empty in check mode.
-    - Secret. Register the result on a task with C(no_log=true) and store it with M(isr.mqtt.vault_credentials).
+    - C(password) is vault-encrypted with the run's vault secret and C(password_vault) is the same ciphertext as text
+      (plain text only under C(no_log=true) or with O(return_password=plaintext), and then without C(password_vault)).
+      Store them with M(isr.mqtt.vault_credentials).
   returned: always
   type: dict
   sample:

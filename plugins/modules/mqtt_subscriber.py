@@ -125,11 +125,18 @@ EXAMPLES = r"""
     renew_before_days: 14
     password_file: /tmp/grafana-mqtt.password
 
-- name: Create a short-lived login and take its password from the result
+# Run with a vault secret (ansible-playbook --vault-id mqtt@prompt): debug_login.password is vault-encrypted.
+- name: Create a short-lived login; its password comes back vault-encrypted in the result
   isr.mqtt.mqtt_subscriber:
     label: debugging-session
     expires_in_days: 1
   register: debug_login
+
+- name: Hand it to the debugging tool (the template decrypts it)
+  ansible.builtin.copy:
+    content: "{{ debug_login.password }}"
+    dest: ~/.config/mqtt-debug.password
+    mode: "0600"
   no_log: true
 
 - name: Replace the Grafana login with a new one (new user name and password)
@@ -192,6 +199,8 @@ subscriber:
 password:
   description:
     - The MQTT password of the subscriber created by this run. The portal never shows it again.
+    - Vault-encrypted with the run's vault secret (templates decrypt it), in plain text only under C(no_log=true) or
+      with O(return_password=plaintext). See O(return_password).
     - V(null) when no subscriber was created, or when O(password_file) received the password.
     - Also returned in a failure result when a step after the creation failed, so that it is not lost.
   returned: always
