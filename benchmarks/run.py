@@ -348,7 +348,7 @@ def med(values):
 def module_time(record):
     """Seconds of the task(s) that reconcile, in the rerun (from the bench_timer callback)."""
     tasks = record["rerun"].get("tasks") or {}
-    name = {"mqtt_fleet": "Reconcile the fleet", "role": "Reconcile the MQTT clients of the batch",
+    name = {"mqtt_fleet": "Reconcile the fleet", "role": "Reconcile the MQTT clients (progress line per batch)",
             "mqtt_client": "One MQTT client per device"}.get(record["scenario"])
     if name is None:
         return None

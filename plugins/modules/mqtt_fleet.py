@@ -125,7 +125,7 @@ notes:
   - After the first failed write no new label is started; the failure result carries RV(credentials), RV(counts)
     and RV(clients) for what was done, and RV(unconfirmed) for labels whose password may have changed unseen.
   - Runs on the controller (C(delegate_to=localhost) or C(connection=local)). There its action plugin runs the module's
-    code in the controller's worker process (no module process): the result cannot be lost on the way back, and the
+    code in the controller's worker process (no module process), so the result cannot be lost on the way back, and the
     client waits for the portal's rate-limit window rather than send a request it knows would be refused
     (it counts C(X-RateLimit-Remaining) down itself), printing a line with counts and an ETA at least once a minute.
 seealso:

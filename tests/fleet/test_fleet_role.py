@@ -276,3 +276,28 @@ def test_no_vault_secret_fails_before_any_write(fleet, emulator):
     assert done.returncode != 0
     assert "--vault-id" in done.stdout and "no vault secret" in done.stdout
     assert writes(emulator) == 0 and not fleet.store.exists()
+
+
+def test_paced_run_sends_no_request_the_budget_would_refuse(fleet, emulator):
+    """A budget of 25 requests per 4 s window, 60 devices: the run waits for each new window instead of being refused."""
+    emulator.control.set_account(emulator.account_id, hourly_budget=25, window_seconds=4)
+    out = fleet.run(devices(60), extra={"fleet_batch_size": 20})
+    by_route = emulator.control.counters()["by_route"]
+    assert by_route.get("POST /api/v1/subscriber/publishers") == 60  # each POST once: none answered 429
+    assert emulator.control.state()["clients"] == 60
+    assert "rate limit: " in out and "ETA" in out  # the progress line while waiting
+    fleet.assert_store_matches_portal([d["label"] for d in devices(60)])
+
+
+def test_max_duration_stops_between_batches_and_the_rerun_resumes(fleet, emulator):
+    emulator.control.set_faults(latency_s=0.5)
+    out = fleet.run(devices(30), extra={"fleet_batch_size": 10, "fleet_parallel": 10, "fleet_max_duration": 1})
+    emulator.control.set_faults()
+    assert "stopped at fleet_max_duration" in out
+    created = emulator.control.state()["clients"]
+    assert created in (10, 20), created
+    assert len(fleet.entries()) == created  # everything received is in the store
+    emulator.control.reset_counters()
+    fleet.run(devices(30))
+    assert emulator.control.counters()["by_route"].get("POST /api/v1/subscriber/publishers") == 30 - created
+    fleet.assert_store_matches_portal([d["label"] for d in devices(30)])
