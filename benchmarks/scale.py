@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (BENCH, PLAYBOOKS, OUTPUT, CREATE_ROUTE, Bench, Emulator, bin_path, labels, measure,  # noqa: E402
+from run import (BENCH, PLAYBOOKS, CREATE_ROUTE, Bench, Emulator, bin_path, labels, measure,  # noqa: E402
                  store_entries, verify_store)
 
 ROTATE_ROUTE = "POST /api/v1/subscriber/publishers/{client_id}/rotate-credentials"
