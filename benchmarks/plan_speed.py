@@ -49,7 +49,7 @@ def main(argv=None):
     planner = load_planner()
     desired, current, recover = fleet(args.devices)
     times = []
-    for _ in range(args.repeat):
+    for dummy in range(args.repeat):
         start = time.perf_counter()
         plan = planner.plan_fleet(desired, current, purge=True, purge_match="^stray-", recover=recover)
         times.append(time.perf_counter() - start)
