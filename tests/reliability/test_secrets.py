@@ -364,7 +364,8 @@ def channel_of(where, run_dir):
 
 
 def test_every_channel_was_searched(leaks):
-    expected = set(RUN_NAMES.values()) | set(name for dummy, name in FILE_CHANNELS)
+    # ANSIBLE_HOME is searched too, but Ansible removes its local temp at the end: it may hold no file at all.
+    expected = set(RUN_NAMES.values()) | set(name for dummy, name in FILE_CHANNELS if dummy != "ansible-home")
     assert expected <= set(leaks["channels"]), sorted(expected - set(leaks["channels"]))
     assert all(count == 0 for dummy, count in leaks["channels"].values()), leaks["channels"]
 
