@@ -53,9 +53,13 @@ class ActionModule(PasswordSinkAction):
         slots = []
         for label in sorted(credentials):
             entry = credentials[label]
-            if isinstance(entry, dict):
-                entry.setdefault("password_vault", None)
-                slots.append((entry, "password", "%s" % label))
+            if not isinstance(entry, dict):
+                continue
+            password = entry.get("password")
+            if isinstance(password, str) and entry.get("password_vault") and password == entry["password_vault"]:
+                continue  # journaled (below) and returned as ciphertext text: sealed already
+            entry.setdefault("password_vault", None)
+            slots.append((entry, "password", "%s" % label))
         return slots
 
     def run_module(self, args, task_vars, vault):
@@ -89,10 +93,12 @@ class ActionModule(PasswordSinkAction):
             raise AnsibleActionFail("isr.mqtt.mqtt_fleet ended without a result")  # pragma: no cover
         except ModuleDone as done:
             result = done.result
+            as_text = args.get("return_password") == "ciphertext"
             for label, ciphertext in journaled.items():
                 credential = (result.get("credentials") or {}).get(label)
                 if isinstance(credential, dict) and credential.get("password"):
-                    credential.update(password=vault_object(ciphertext, vault[0]), password_vault=ciphertext)
+                    credential.update(password=ciphertext if as_text else vault_object(ciphertext, vault[0]),
+                                      password_vault=ciphertext)
             if journal:
                 journal.removed(sorted(set(result.get("deleted") or []) | set(result.get("unconfirmed") or [])))
         finally:

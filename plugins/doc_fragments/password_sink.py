@@ -19,12 +19,15 @@ options:
         value. Templates and C(include_vars) decrypt it; callbacks, logs and fact caches only ever show ciphertext.
         On a task with C(no_log=true) the password is returned in plain text instead (existing playbooks keep working).
       - V(vaulted) always returns it vault-encrypted, also under C(no_log=true).
+      - V(ciphertext) returns the vault ciphertext as plain text (C($ANSIBLE_VAULT;...)), also under C(no_log=true).
+        Nothing decrypts it by accident, not even C(debug) with C(var), which on ansible-core 2.19 and later decrypts
+        vaulted values; M(isr.mqtt.vault_credentials) stores it as it is. The role P(isr.mqtt.fleet#role) uses it.
       - V(plaintext) returns it in plain text without C(no_log). For ad-hoc use only; the module warns, and any
         callback, log or fact cache may then show the password.
       - When a run would receive a password and none of these can take it (no vault secret, no C(no_log), no
         C(password_file) where the module has it, no V(plaintext)), the module fails B(before any write) and says so.
     type: str
-    choices: [auto, vaulted, plaintext]
+    choices: [auto, vaulted, ciphertext, plaintext]
     default: auto
   vault_id:
     description:

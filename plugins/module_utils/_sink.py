@@ -17,7 +17,7 @@ from __future__ import annotations
 def sink_argument_spec():
     """The options of every module that can receive a password (documented in doc fragment isr.mqtt.password_sink)."""
     return dict(
-        return_password=dict(type="str", choices=["auto", "vaulted", "plaintext"], default="auto", no_log=False),
+        return_password=dict(type="str", choices=["auto", "vaulted", "ciphertext", "plaintext"], default="auto", no_log=False),
         vault_id=dict(type="str"),
         password_sink=dict(type="str", choices=["result", "none"], default="none", no_log=False),
     )

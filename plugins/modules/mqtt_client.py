@@ -109,7 +109,7 @@ EXAMPLES = r"""
 - name: Use the password on the device (the template decrypts it)
   ansible.builtin.copy:
     content: "{{ sensor.password }}"
-    dest: /etc/mqtt/site-alpha-sensor.password
+    dest: ~/site-alpha-sensor.mqtt-password
     mode: "0600"
   no_log: true
 

@@ -135,7 +135,7 @@ EXAMPLES = r"""
 - name: Hand it to the debugging tool (the template decrypts it)
   ansible.builtin.copy:
     content: "{{ debug_login.password }}"
-    dest: ~/.config/mqtt-debug.password
+    dest: ~/mqtt-debug.password
     mode: "0600"
   no_log: true
 

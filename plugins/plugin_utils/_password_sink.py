@@ -67,8 +67,8 @@ class PasswordSinkAction(ActionBase):
         del tmp
         args = dict(self._task.args)
         mode = args.get("return_password") or "auto"
-        if mode not in ("auto", "vaulted", "plaintext"):
-            raise AnsibleActionFail("return_password must be one of auto, vaulted, plaintext, got %r" % (mode,))
+        if mode not in ("auto", "vaulted", "ciphertext", "plaintext"):
+            raise AnsibleActionFail("return_password must be one of auto, vaulted, ciphertext, plaintext, got %r" % (mode,))
         secrets = loaded_secrets(self._loader)
         plain = mode == "plaintext" or (mode == "auto" and self._task.no_log)
         if mode == "plaintext":
@@ -79,7 +79,7 @@ class PasswordSinkAction(ActionBase):
             pick_secret(secrets, args.get("vault_id"), "the result")  # a wrong vault_id fails before any request
         result.update(self.run_module(args, task_vars, None if plain or not secrets else (secrets, args.get("vault_id"))))
         if not plain:
-            self.seal(result, secrets, args.get("vault_id"))
+            self.seal(result, secrets, args.get("vault_id"), as_text=mode == "ciphertext")
         return result
 
     def run_module(self, args, task_vars, vault):
@@ -89,7 +89,7 @@ class PasswordSinkAction(ActionBase):
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
 
-    def seal(self, result, secrets, vault_id):
+    def seal(self, result, secrets, vault_id, as_text=False):
         """Replace every password in ``result`` by a vaulted value (or, with no secret, a 0600 rescue file)."""
         slots = [(box, key, name) for box, key, name in self.password_slots(result)
                  if isinstance(box, dict) and isinstance(box.get(key), str) and box.get(key)]
@@ -108,6 +108,7 @@ class PasswordSinkAction(ActionBase):
         sid, secret = pick_secret(secrets, vault_id, "the result")
         ciphertexts = encrypt_many(secrets, sid, secret, [box[key] for box, key, dummy in slots])
         for (box, key, dummy), ciphertext in zip(slots, ciphertexts):
-            box[key] = vault_object(ciphertext, secrets)
+            # ciphertext: the text only, which no template (not even debug: var=) decrypts
+            box[key] = str(ciphertext) if as_text else vault_object(ciphertext, secrets)
             if key == "password" and "password_vault" in box:
                 box["password_vault"] = str(ciphertext)

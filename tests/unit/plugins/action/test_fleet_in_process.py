@@ -159,3 +159,12 @@ def test_read_journal_skips_a_last_line_cut_by_a_kill_and_refuses_damage(tmp_pat
     path.write_text('{"label": "a", "password_vault": "plain-text-password"}\n')
     with pytest.raises(AnsibleActionFail, match="not a journal record"):
         read_journal(str(path))
+
+
+def test_ciphertext_mode_returns_the_journaled_ciphertext_once_encrypted(emulator, tmp_path):
+    journal = tmp_path / "j"
+    result, dummy = run_fleet(emulator, {"clients": devices(2), "journal": str(journal), "return_password": "ciphertext"})
+    records = dict((r["label"], r["password_vault"]) for r in read_journal(str(journal)))
+    for label, cred in result["credentials"].items():
+        assert cred["password"] == cred["password_vault"] == records[label]  # the same text: not encrypted twice
+        assert emulator.control.verify(cred["username"], decrypt(cred["password"]))["ok"]

@@ -132,3 +132,13 @@ def test_fleet_credentials_carry_the_ciphertext_that_vault_credentials_stores_as
 @pytest.mark.parametrize("plugin", [mqtt_client, mqtt_subscriber, mqtt_fleet])
 def test_async_is_refused(plugin):
     assert plugin.ActionModule._supports_async is False
+
+
+def test_ciphertext_mode_returns_text_that_nothing_decrypts_and_the_store_keeps_it(tmp_path):
+    credentials = {"dev-1": {"client_id": "pub-1", "username": "pub-1", "password": "ct-pw-1"}}
+    result, dummy, dummy2 = run_action(mqtt_fleet, {"clients": [], "return_password": "ciphertext"},
+                                       {"credentials": credentials}, no_log=True)
+    entry = result["credentials"]["dev-1"]
+    assert type(entry["password"]) is str and entry["password"] == entry["password_vault"]
+    assert entry["password"].startswith("$ANSIBLE_VAULT;1.2;AES256;fleet")
+    assert VaultLib([FLEET]).decrypt(entry["password"]).decode() == "ct-pw-1"
