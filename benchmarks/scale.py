@@ -1,7 +1,7 @@
 """Scale benchmark of issue 17: the role's hosts mode against list mode and the full-job reference, a kill in the
 middle of a run, and a paced run against a small budget. Not a test: nothing asserts on time.
 
-    python benchmarks/scale.py [--sizes 100,1000] [--repeat 2] [--scenarios reference,list,hosts,kill,budget]
+    python benchmarks/scale.py [--sizes 100,1000] [--repeat 2] [--scenarios reference,list,hosts,kill,budget] [--no-rerun]
 
 Scenarios run interleaved (rep 1 of each, then rep 2 ...) so that load from other processes spreads over all of
 them; compare ratios within a rep. Output: benchmarks/output/scale-<stamp>/results.json and a table on stdout.
@@ -75,7 +75,7 @@ class Scale(Bench):
                 if timings.exists():
                     tasks = json.loads(timings.read_text())["tasks"]
                     record["create"]["slowest_tasks"] = sorted(tasks.items(), key=lambda kv: -kv[1]["seconds"])[:5]
-                if scenario != "budget":
+                if scenario != "budget" and self.args.rerun:
                     record["create_posts"] = emu.counters()["by_route"].get(CREATE_ROUTE, 0)
                     emu.reset_counters()
                     record["rerun"] = measure(cmd, env, workdir, workdir / "rerun.log", watch=watch)
@@ -132,6 +132,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--scenarios", default="reference,list,hosts,kill,budget")
     parser.add_argument("--budget-window", type=float, default=60)
+    parser.add_argument("--no-rerun", dest="rerun", action="store_false", help="skip the no-op reruns of list and hosts")
     args = parser.parse_args(argv)
     # Bench's attributes used by the helpers
     bench = Scale(args)
