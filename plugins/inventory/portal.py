@@ -33,7 +33,7 @@ description:
   - "Host variables of a read-only subscriber (O(include_subscribers=true)): C(mqtt_subscriber_id), C(mqtt_username),
     C(mqtt_label), C(mqtt_subscribe_filter), C(mqtt_created_at), C(mqtt_expires_at), C(mqtt_expired). Group:
     C(mqtt_subscribers)."
-  - Values read from the portal are marked unsafe, so a label such as C({{ lookup(...) }}) is never templated.
+  - Values read from the portal are marked unsafe, so a label such as C({{ lookup(...\) }}) is never templated.
   - A portal error or a bad option fails this inventory source with the same message a module would give, and nothing
     is cached. C(ansible-inventory) and C(ansible-playbook) then only warn and go on without the source, unless
     E(ANSIBLE_INVENTORY_UNPARSED_FAILED) is V(true); set it wherever a missing inventory must stop the run.
@@ -102,7 +102,7 @@ options:
     default: false
   filters:
     description:
-      - Which clients become hosts. Keys (all optional, every given one must match)
+      - Which clients become hosts. Keys (all optional; every key given must match):
       - C(label), a regular expression searched (Python C(re.search)) in the label; anchor it with C(^...$) for a
         full match. Applies to subscribers too. A client without label never matches it.
       - C(paused), a boolean; V(true) keeps only paused clients, V(false) only active ones. Subscribers have no
