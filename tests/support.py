@@ -126,7 +126,6 @@ def bin_path(name):
     return str(candidate) if candidate.exists() else name
 
 
-
 def seed_clients(db_path, account_id, labels, paused=()):
     """Create one MQTT client per label (and pause those in `paused`) straight in the SQLite file of a running
     emulator (started with --db PATH), through the emulator's own Store: about 20 times faster than the API, for

@@ -102,7 +102,7 @@ options:
     default: false
   filters:
     description:
-      - Which clients become hosts. Keys (all optional; every key given must match):
+      - Which clients become hosts. Keys (all optional; every key given must match) are listed below.
       - C(label), a regular expression searched (Python C(re.search)) in the label; anchor it with C(^...$) for a
         full match. Applies to subscribers too. A client without label never matches it.
       - C(paused), a boolean; V(true) keeps only paused clients, V(false) only active ones. Subscribers have no
