@@ -69,7 +69,7 @@ def measure(size, repeat, workdir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="10000", help="comma-separated client counts")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)

@@ -33,7 +33,8 @@ description:
   - "Host variables of a read-only subscriber (O(include_subscribers=true)): C(mqtt_subscriber_id), C(mqtt_username),
     C(mqtt_label), C(mqtt_subscribe_filter), C(mqtt_created_at), C(mqtt_expires_at), C(mqtt_expired). Group:
     C(mqtt_subscribers)."
-  - Values read from the portal are marked unsafe, so a label such as C({{ lookup(...\) }}) is never templated.
+  - Values read from the portal are data, never templates (ansible-core 2.17 and 2.18 get them marked unsafe), so a label
+    such as C({{ lookup(...\) }}) stays that text.
   - A portal error or a bad option fails this inventory source with the same message a module would give, and nothing
     is cached. C(ansible-inventory) and C(ansible-playbook) then only warn and go on without the source, unless
     E(ANSIBLE_INVENTORY_UNPARSED_FAILED) is V(true); set it wherever a missing inventory must stop the run.
