@@ -354,9 +354,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         """Whether a cache entry is one we wrote for this portal, with everything this run needs."""
         def rows_ok(rows, keys):
             return isinstance(rows, list) and all(isinstance(r, dict) and set(r) == set(keys) for r in rows)
-        return (isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("portal") == portal
-                and rows_ok(entry.get("clients"), CLIENT_KEYS)
-                and (not include_subscribers or rows_ok(entry.get("subscribers"), SUBSCRIBER_KEYS)))
+        if not (isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("portal") == portal):
+            return False
+        return rows_ok(entry.get("clients"), CLIENT_KEYS) and (not include_subscribers or rows_ok(entry.get("subscribers"), SUBSCRIBER_KEYS))
 
     def _rows(self, path, cache):
         base, connection = self._connection()
@@ -403,11 +403,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _populate(self, entry, filters):
         clients = entry["clients"]
         subscribers = entry["subscribers"] if self.get_option("include_subscribers") else []
-        names, collisions = assign_host_names([(r["client_id"], r["label"]) for r in clients]
-                                              + [(r["id"], r["label"]) for r in subscribers], self.get_option("hostnames"))
+        entries = [(r["client_id"], r["label"]) for r in clients] + [(r["id"], r["label"]) for r in subscribers]
+        names, collisions = assign_host_names(entries, self.get_option("hostnames"))
         for name, ids in sorted(collisions.items()):
-            self.display.warning("isr.mqtt.portal: %d portal entries would be host %r (%s); each is named %s_<id> instead."
-                                 % (len(ids), name, ", ".join(ids), name))
+            self.display.warning("isr.mqtt.portal: %d portal entries would be host %r (%s); each is named %s_<id> instead." % (
+                len(ids), name, ", ".join(ids), name))
         for group in ("mqtt_clients", "mqtt_paused", "mqtt_active"):
             self.inventory.add_group(group)
         if self.get_option("include_subscribers"):
