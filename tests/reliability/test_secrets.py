@@ -273,11 +273,11 @@ def _run(tmp_path, emu, record):
         (4, "unused.yml", [], dict(ANSIBLE_STDOUT_CALLBACK="json_results", ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"))),
     )
     for run_no, store, options, callbacks in runs:
+        extra = "out=%s modstore=%s carestore=%s fleet_store=%s run_no=%d control_url=%s" % (
+            out, run_dir / "store" / "modules.yml", run_dir / "store" / "careless.yml", run_dir / "store" / store,
+            run_no, emu.info["control_url"])
         cmd = [bin_path("ansible-playbook"), "-i", str(run_dir / "hosts.ini"), str(run_dir / "site.yml")] + options + [
-               "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"),
-               "-e", "out=%s modstore=%s carestore=%s fleet_store=%s run_no=%d control_url=%s"
-               % (out, run_dir / "store" / "modules.yml", run_dir / "store" / "careless.yml", run_dir / "store" / store,
-                  run_no, emu.info["control_url"])]
+            "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"), "-e", extra]
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=str(run_dir), env=dict(env, **callbacks),
                               timeout=600)
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]

@@ -139,6 +139,6 @@ def test_ciphertext_mode_returns_text_that_nothing_decrypts_and_the_store_keeps_
     result, dummy, dummy2 = run_action(mqtt_fleet, {"clients": [], "return_password": "ciphertext"},
                                        {"credentials": credentials}, no_log=True)
     entry = result["credentials"]["dev-1"]
-    assert type(entry["password"]) is str and entry["password"] == entry["password_vault"]
+    assert entry["password"].__class__ is str and entry["password"] == entry["password_vault"]  # text, no vault object
     assert entry["password"].startswith("$ANSIBLE_VAULT;1.2;AES256;fleet")
     assert VaultLib([FLEET]).decrypt(entry["password"]).decode() == "ct-pw-1"

@@ -926,7 +926,9 @@ def test_a_token_with_inner_whitespace_or_control_characters_is_refused(given, w
 def test_a_text_error_page_is_scrubbed_before_it_is_cut():
     client = PortalClient(ORIGIN, TOKEN)
     page = "x" * 290 + " Authorization: Bearer " + TOKEN  # the token straddles the 300-character cut
-    response = SimpleNamespace(json=lambda: (_ for _ in ()).throw(ValueError()), text=page, status_code=500, headers={})
+    def not_json():
+        raise ValueError("not JSON")
+    response = SimpleNamespace(json=not_json, text=page, status_code=500, headers={})
     err = client._status_error(response, "GET", BASE, "MQTT clients")
     assert TOKEN[:8] not in repr(err.msg) + repr(err.detail)
 
