@@ -110,7 +110,13 @@ class Scale(Bench):
                                     start_new_session=True)
             while emu.clients() < n // 2 and proc.poll() is None:
                 time.sleep(0.05)
-            os.killpg(proc.pid, signal.SIGKILL)
+            # The whole tree: the workers call setsid(), so killing the process group would leave them running.
+            tree = [proc.pid] + [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             proc.wait()
         time.sleep(0.5)
         emu.call("PUT", "/faults", json={})
