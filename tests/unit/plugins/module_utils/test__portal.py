@@ -884,6 +884,7 @@ def test_a_token_with_inner_whitespace_or_control_characters_is_refused(given, w
 def test_a_text_error_page_is_scrubbed_before_it_is_cut():
     client = PortalClient(ORIGIN, TOKEN)
     page = "x" * 290 + " Authorization: Bearer " + TOKEN  # the token straddles the 300-character cut
+
     def not_json():
         raise ValueError("not JSON")
     response = SimpleNamespace(json=not_json, text=page, status_code=500, headers={})
