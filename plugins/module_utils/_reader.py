@@ -424,17 +424,17 @@ def read_page(body, headers, url, asked_size):
     if has_more is False:
         ended = True
 
+    seen = _keys(fields) if fields else ("(bare array)" if envelope == "array" else "(only the rows, under %s)" % envelope)
     suspects = sorted(key for key in fields if key not in QUIET_KEYS and key not in dict(CURSOR_KEYS)
                       and key not in ("next", "next_url") and any(word in key.lower() for word in SUSPECT_WORDS))
     if nxt is None and (suspects or has_more):
         raise ShapeError("The portal's list page may continue in a way the reader does not understand (%s); refusing to "
                          "treat %d rows as the whole list. Keys seen: %s. Run isr.mqtt.portal_info and report its output."
-                         % (", ".join(suspects) or "has_more is true", len(rows), _keys(fields) if fields else "(bare array)"))
+                         % (", ".join(suspects) or "has_more is true", len(rows), seen))
     if nxt is None and not ended and total is None and len(rows) >= (size or asked_size):
         raise ShapeError("The portal's list page is full (%d rows) but says neither how to reach the next page nor how many "
                          "rows there are; refusing to treat it as the whole list. Keys seen: %s%s."
-                         % (len(rows), _keys(fields) if fields else "(bare array)",
-                            "; Link header: %s" % link_header if link_header else ""))
+                         % (len(rows), seen, "; Link header: %s" % link_header if link_header else ""))
     return Page(rows, nxt, total, kind or ("none" if nxt is None else "link"), envelope)
 
 

@@ -872,3 +872,93 @@ def test_client_from_module_without_requests(monkeypatch):
     assert "requests" in kwargs["msg"] and kwargs["exception"] == "Traceback: no module named requests"
     with pytest.raises(PortalError):
         PortalClient(ORIGIN, TOKEN)
+
+
+# ---------------------------------------------------------------- status handling for portals we have not seen
+
+@pytest.mark.parametrize("status, location", [(302, "https://portal.test/login?next=/api"), (301, "https://other.test/"),
+                                              (307, None)])
+def test_redirects_are_not_followed_and_name_url_or_token(status, location):
+    h = Harness([(status, "<html>login</html>", {"Location": location} if location else {})])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    err = info.value
+    assert (err.kind, err.status) == ("auth", status) and len(h.calls) == 1
+    assert "portal_url is wrong" in err.msg and "API token was not accepted" in err.msg
+    assert "next=" not in err.msg  # the query of a login URL is not repeated
+    if location:
+        assert location.split("?")[0] in err.msg
+
+
+def test_session_request_is_sent_without_following_redirects(monkeypatch):
+    h = Harness([(200, [])])
+    seen = {}
+    real = h.client.session.request
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h.client.session, "request", spy)
+    h.client.list_clients()
+    assert seen["allow_redirects"] is False
+
+
+@pytest.mark.parametrize("body", [
+    {"detail": "too many", "code": "plan_limit", "limit": 5, "active": 5},
+    {"error": {"code": "plan_limit", "message": "too many", "limit": 5, "active": 5}},
+    {"detail": {"code": "plan_limit", "msg": "too many", "limit": 5, "active": 5}},
+    {"detail": "plan_limit: too many (5 of 5)"},
+    "plan_limit exceeded",
+])
+def test_plan_limit_is_recognised_wherever_the_code_sits(body):
+    h = Harness([(409 if not isinstance(body, str) else 403, body)])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "plan_limit" and "Plan limit reached" in info.value.msg
+
+
+def test_429_without_retry_after_waits_for_the_reset_header_and_names_it():
+    h = Harness([(429, {}, {"X-RateLimit-Reset": "7"}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [7.0]
+    assert "X-RateLimit-Reset: 7 (no Retry-After)" in h.warnings[0] and "Retry-After:" not in h.warnings[0]
+
+
+def test_429_reset_as_unix_time():
+    h = Harness([(429, {}, {"X-RateLimit-Reset": "1800000012"}), (200, [])])
+    h.client._wallclock = lambda: 1800000000.0
+    h.client.list_clients()
+    assert h.sleeps == [12.0]
+
+
+@pytest.mark.parametrize("reset", ["20", "1800000020"])
+def test_remaining_zero_with_reset_as_seconds_or_unix_time(reset):
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}), (200, [])])
+    h.client._wallclock = lambda: 1800000000.0
+    h.client.list_clients()
+    h.client.list_clients()
+    assert h.sleeps == [20.0]
+    assert "X-RateLimit-Remaining is 0 until X-RateLimit-Reset" in h.warnings[0]
+
+
+def test_ietf_ratelimit_headers_are_read_and_named():
+    h = Harness([(200, [], {"RateLimit-Remaining": "0", "RateLimit-Reset": "5"}), (200, [])])
+    h.client.list_clients()
+    assert h.client.rate_headers == {"RateLimit-Remaining": "0", "RateLimit-Reset": "5"}
+    h.client.list_clients()
+    assert h.sleeps == [5.0] and "RateLimit-Remaining is 0 until RateLimit-Reset" in h.warnings[0]
+
+
+def test_create_sends_allow_publish_only_when_false():
+    h = Harness([(201, {"device": dict(row(), password="pw")}), (201, {"device": dict(row(), password="pw")})])
+    h.client.create_client("dev-1", known_client_ids=set())
+    h.client.create_client("dev-1", allow_publish=False, known_client_ids=set())
+    assert [c["body"] for c in h.calls] == [{"label": "dev-1", "allow_subscribe": False},
+                                            {"label": "dev-1", "allow_subscribe": False, "allow_publish": False}]
+
+
+@pytest.mark.parametrize("call", [lambda c: c.delete_client("pub-1"), lambda c: c.revoke_subscriber("sub-1")])
+def test_delete_answered_204_is_success(call):
+    h = Harness([(204, b"")])
+    assert call(h.client) is None and len(h.calls) == 1
