@@ -445,6 +445,14 @@ class PortalClient(object):
         body = self._json(response, "GET", url)
         return response, body, _reader.read_page(body, response.headers, url, PAGE_SIZE)
 
+    def get_json(self, path, what):
+        """GET a path under the API base: ``(response, decoded JSON or None when the body is not JSON)``."""
+        response = self._request("GET", path, what=what)
+        try:
+            return response, response.json()
+        except ValueError:
+            return response, None
+
     def _list(self, path, what):
         """All rows of a paginated list, following the next page to the end; fails closed (see _reader.read_page)."""
         url = self._url(path) + "?" + urlencode({"page": 1, "page_size": PAGE_SIZE})

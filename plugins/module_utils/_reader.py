@@ -387,14 +387,15 @@ def read_page(body, headers, url, asked_size):
         raise ShapeError("The portal's list answer is neither a JSON array nor an object but %s." % type(body).__name__)
 
     ended = link_header is not None and header_next is None  # a Link header without rel="next": the last page
-    nxt = kind = None
+    nxt = None
+    kind = "link_header" if link_header is not None else None  # the mechanism the page offers, even on the last page
     for key in NEXT_LINK_KEYS:
         value = dig(fields, key)
         if isinstance(value, str) and value:
             nxt, kind = urljoin(url, value), "link"
             break
         if key in fields or (key == "links.next" and isinstance(fields.get("links"), dict) and "next" in fields["links"]):
-            ended = True  # explicitly null or empty: the last page
+            ended, kind = True, "link"  # explicitly null or empty: the last page
     if nxt is None and header_next:
         nxt, kind = urljoin(url, header_next), "link_header"
     cursor_keys = [key for key, dummy in CURSOR_KEYS if key in fields]
@@ -405,20 +406,20 @@ def read_page(body, headers, url, asked_size):
         if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
             nxt, kind = _with_query(url, **{param: value, "page_size": asked_size}), "cursor"
         elif value in (None, ""):
-            ended = True
+            ended, kind = True, kind or "cursor"
         else:
             raise ShapeError("The portal's list page has a cursor %s that is not a string: %r." % (key, value))
     total = next((_int(fields[key]) for key in TOTAL_KEYS if _int(fields.get(key)) is not None), None)
     size = next((_int(fields[key]) for key in PAGE_SIZE_KEYS if _int(fields.get(key)) is not None), None)
     page, offset = _int(fields.get("page")), _int(fields.get("offset"))
-    if nxt is None and not ended and total is not None and size:
+    if nxt is None and total is not None and size:
         if offset is not None and "limit" in fields:
-            kind = "offset_total"
-            if offset + len(rows) < total and rows:
+            kind = kind or "offset_total"
+            if not ended and offset + len(rows) < total and rows:
                 nxt = _with_query(url, offset=offset + len(rows), limit=size)
         elif page is not None:
-            kind = "page_total"
-            if page * size < total:
+            kind = kind or "page_total"
+            if not ended and page * size < total:
                 nxt = _with_query(url, page=page + 1, page_size=size)
     has_more = as_bool(fields.get("has_more"))
     if has_more is False:
@@ -435,7 +436,7 @@ def read_page(body, headers, url, asked_size):
         raise ShapeError("The portal's list page is full (%d rows) but says neither how to reach the next page nor how many "
                          "rows there are; refusing to treat it as the whole list. Keys seen: %s%s."
                          % (len(rows), seen, "; Link header: %s" % link_header if link_header else ""))
-    return Page(rows, nxt, total, kind or ("none" if nxt is None else "link"), envelope)
+    return Page(rows, nxt, total, kind or "none", envelope)
 
 
 def check_complete(rows, total, what):
