@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: portal_info
 short_description: Probe the iShareRadio MQTT portal read-only and report the API shapes it serves
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - A first look at a portal before any other module writes to it. Checks the API token and the Mgmt REST API
     add-on, reads the portal's OpenAPI document (C(/api/v1/subscriber/docs) or the JSON behind it), one list page of
