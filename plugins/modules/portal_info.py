@@ -355,7 +355,7 @@ class Probe(object):
         seconds = _reader.reset_seconds(reset, time.time())
         if not headers:
             self.notes.append("No rate-limit headers (X-RateLimit-* or RateLimit-*) on the last answer; "
-                                 "the collection then learns of the limit only from a 429.")
+                              "the collection then learns of the limit only from a 429.")
         return {"headers": headers, "remaining": None if remaining is None else int(remaining),
                 "reset_seconds": None if seconds is None else int(round(seconds))}
 

@@ -5,13 +5,17 @@ The real portal's docs leave list envelopes, pagination, field names and several
 behind them is the same store. Non-default dialects serve small pages (PAGE_CAP rows) so that every
 list spans several pages.
 
-| dialect   | lists                                                   | rows                  | other answers |
-| --------- | ------------------------------------------------------- | --------------------- | ------------- |
-| default   | `{"items", "page", "page_size", "total", "next"}`       | `label`, `paused`     | as in docs/api-contract.md |
-| cursor    | `{"data": [...], "next_cursor": "..."/null}`            | `name`, `enabled`     | |
-| link      | bare array + `Link: <...>; rel="next"` header           | `label`, `status`     | create answers exactly as the seed page (`{"device": {"password"}, "publish_topic"}`, no id); rotate `{"password"}`; 204 to pause/resume; create refuses fields beyond label/allow_subscribe (422); a bad token is redirected (302) to a login page; no OpenAPI document |
-| offset    | `{"results", "offset", "limit", "total"}`               | `id`, `is_paused`     | errors `{"error": {"code", "message"}}`; `X-RateLimit-Reset` a Unix time; 429 without `Retry-After` |
-| unknown   | `{"items": [...], "continuation": "..."}`               | as default            | a continuation no reader should guess: clients must refuse to write |
+- default: lists `{"items", "page", "page_size", "total", "next"}`; rows with `label`, `paused`;
+  the answers of docs/api-contract.md.
+- cursor: lists `{"data": [...], "next_cursor": "..."/null}` (sent back as `?cursor=`); rows with `name`, `enabled`.
+- link: a bare array + `Link: <...>; rel="next"`; rows with `label`, `status`; the create answer exactly as
+  the seed page shows it (`{"device": {"password"}, "publish_topic"}`, no id); rotate `{"password"}`; 204 to
+  pause/resume/PATCH; create refuses fields beyond label/allow_subscribe (422); a bad token is redirected (302)
+  to a login page; no OpenAPI document.
+- offset: lists `{"results", "offset", "limit", "total"}` (`?offset=&limit=`); rows with `id`, `is_paused`;
+  errors `{"error": {"code", "message"}}`; `X-RateLimit-Reset` a Unix time; 429 without `Retry-After`.
+- unknown: lists `{"items": [...], "continuation": "..."}`: a continuation no reader should guess, so
+  clients must refuse to write.
 """
 import base64
 import time

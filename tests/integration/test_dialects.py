@@ -121,12 +121,12 @@ def test_unknown_continuation_writes_nothing(dialect_emulator, run_playbook, tmp
 # ---------------------------------------------------------------- the probe, ad hoc
 
 EXPECTED = {
-    "default": {"envelope": "items", "pagination": "link", "spellings": {"id": {"client_id": 3}, "label": {"label": 3},
-                                                                          "pause": {"paused": 3}}},
-    "cursor": {"envelope": "data", "pagination": "cursor", "spellings": {"id": {"client_id": 2}, "label": {"name": 2},
-                                                                          "pause": {"enabled (inverted)": 2}}},
-    "link": {"envelope": "array", "pagination": "link_header", "spellings": {"id": {"client_id": 2}, "label": {"label": 2},
-                                                                              "pause": {"status=active": 1, "status=paused": 1}}},
+    "default": {"envelope": "items", "pagination": "link",
+                "spellings": {"id": {"client_id": 3}, "label": {"label": 3}, "pause": {"paused": 3}}},
+    "cursor": {"envelope": "data", "pagination": "cursor",
+               "spellings": {"id": {"client_id": 2}, "label": {"name": 2}, "pause": {"enabled (inverted)": 2}}},
+    "link": {"envelope": "array", "pagination": "link_header",
+             "spellings": {"id": {"client_id": 2}, "label": {"label": 2}, "pause": {"status=active": 1, "status=paused": 1}}},
     "offset": {"envelope": "results", "pagination": "offset_total", "total": 3,
                "spellings": {"id": {"id": 2}, "label": {"label": 2}, "pause": {"is_paused": 2}}},
 }
