@@ -6,12 +6,14 @@
 """PortalClient: the only code that knows HTTP and the portal's JSON.
 
 Private to the collection. One ``requests.Session`` per client, bearer auth, TLS options,
-retries with jittered backoff, 429 / rate-limit pacing within a wait budget, pagination,
-and a tolerant reader for the response shapes listed in ``docs/api-contract.md``.
+retries with jittered backoff, 429 / rate-limit pacing within a wait budget, pagination.
+Every guess about response shapes lives in ``_reader.py`` (the tolerant reader, see
+``docs/api-contract.md``); its ShapeError becomes a PortalError of kind ``protocol`` here.
+Redirects are never followed (the token would go along): a 3xx is an error.
 
 Retry policy (why each write is treated the way it is):
 
-* GET, PATCH, pause, resume, delete are idempotent: network errors and 502/503/504 are
+* GET, PATCH, pause, resume, delete are idempotent: network errors and 500/502/503/504 are
   retried up to ``max_retries`` times with jittered exponential backoff.
 * Rotate is retried like them: if the first rotate happened and its answer was lost, its
   password is lost whatever we do, and a second rotate is the way to get one we know.
@@ -585,7 +587,9 @@ class PortalClient(object):
                                                                 "GET", client_id))
 
     def update_client(self, client_id, allow_publish=None, allow_subscribe=None):
-        """PATCH allow_publish / allow_subscribe. kind='unsupported' when the portal has no PATCH route."""
+        """PATCH allow_publish / allow_subscribe; returns the row, or None when the answer holds none (204).
+
+        kind='unsupported' when the portal has no PATCH route."""
         body = {}
         if allow_publish is not None:
             body["allow_publish"] = bool(allow_publish)
