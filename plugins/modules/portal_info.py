@@ -17,8 +17,9 @@ description:
   - Reports the API version, the shapes seen (list envelope, pagination, which field holds the id, label and pause
     state), the password and id fields of the create and rotate answers in the OpenAPI document, anything the
     collection's reader does not understand (RV(problems)), the rate-limit headers and the remaining hourly budget.
-  - Never writes. Sends at most four requests (no retries). The result holds field names and counts, never labels, ids,
-    passwords or the token, so it can be pasted into a bug report as it is.
+  - Never writes. Sends at most four requests (no retries). The result holds field names and counts, never passwords
+    or the token (an id or label appears only where a problem names the row it is about), so it can be pasted into a
+    bug report as it is.
   - When RV(understood) is false, the other modules of the collection refuse to write to this portal (they fail
     closed); report the result.
 author:
