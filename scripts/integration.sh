@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ansible-test integration against the portal emulator, the way the anchor collections run theirs:
-#   bash scripts/integration.sh [TARGET...]   start an emulator, copy the collection to .../ansible_collections/isr/mqtt,
-#                                             fill tests/integration/integration_config.yml there from the template,
-#                                             run `ansible-test integration --venv --requirements`, stop the emulator
+#   bash scripts/integration.sh [TARGET...]   copy the collection to .../ansible_collections/isr/mqtt, then for each
+#                                             target (default: all): start a fresh emulator (the targets expect an
+#                                             empty account), fill tests/integration/integration_config.yml there from
+#                                             the template, run `ansible-test integration --venv --requirements TARGET`,
+#                                             stop the emulator
 #   bash scripts/integration.sh setup         the setup step alone, for running ansible-test yourself: start an
 #                                             emulator (left running), write tests/integration/integration_config.yml
 #                                             in this checkout (git-ignored: it holds the token), print the stop command
@@ -14,6 +16,7 @@ cd "$REPO_ROOT"
 python_version="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 source scripts/ansible_test_env.sh
 work="$(mktemp -d)"
+emulator_pid=""
 state="$work/emulator.json"
 
 start_emulator() {
@@ -51,11 +54,18 @@ if [ "${1:-}" = setup ]; then
   exit 0
 fi
 
-stop() { if kill "$emulator_pid" 2>/dev/null; then wait "$emulator_pid" 2>/dev/null || true; fi; rm -rf "$work"; }
-trap stop EXIT
-start_emulator
+stop_emulator() { if kill "$emulator_pid" 2>/dev/null; then wait "$emulator_pid" 2>/dev/null || true; fi; }
+trap 'stop_emulator; rm -rf "$work"' EXIT
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || mapfile -t targets < <(find tests/integration/targets -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
 dest="$work/ansible_collections/isr/mqtt"
 copy_collection "$dest"
-write_config "$dest/tests/integration/integration_config.yml"
 cd "$dest"
-ansible-test integration --color no --python "$python_version" --venv --requirements "$@"
+for target in "${targets[@]}"; do
+  start_emulator
+  write_config tests/integration/integration_config.yml
+  ansible-test integration --color no --python "$python_version" --venv --requirements "$target"
+  stop_emulator
+  rm -f "$state"
+done
+echo "ansible-test integration: ${#targets[@]} targets passed (${targets[*]})"
