@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command. In order, each a stage that must pass:
 #   1. pytest: unit, emulator (incl. schemathesis), integration (real ansible-playbook against the emulator),
-#      module EXAMPLES, fleet role, molecule, artifact (built tarball), broker end-to-end, reliability
+#      module EXAMPLES, fleet role, molecule, artifact (built tarball), printed commands (docs: every command of
+#      demo.sh, README and quickstart in a new shell), broker end-to-end, reliability
 #      (fault matrix, secrets, bad input, TLS) - with coverage of plugins/module_utils;
 #   2. ansible-test sanity with no ignore files;
 #   3. ansible-lint (production profile), galaxy-importer (Galaxy's import check of the built tarball, with its
