@@ -382,3 +382,37 @@ def test_no_password_in_any_output_or_file(scenario):
     leaks = sorted(set((where, secret[:6] + "...") for where, text in texts for secret in passwords if secret in text))
     print("scanned %d outputs and files for %d passwords: %d leaks" % (len(texts), len(passwords), len(leaks)))
     assert leaks == []
+
+
+def test_rotation_playbook_rotates_delivers_and_reports_the_devices_that_still_fail(portal, tmp_path, mqtt):
+    """playbooks/rotate_devices.yml as a user runs it: dev-a rotated; dev-b paused on the portal, so its login fails."""
+    (tmp_path / "vault-pass").write_text(VAULT + "\n")
+    store = tmp_path / "credentials.yml"
+    (tmp_path / "hosts.ini").write_text(
+        "[devices]\ndev-a device_path=%s/a/mqtt.json\ndev-b device_path=%s/b/mqtt.json fleet_paused=true\n"
+        "[devices:vars]\nansible_connection=local\nansible_python_interpreter=%s\nfleet_store=%s\n"
+        "device_format=json\ndevice_broker_host=127.0.0.1\ndevice_broker_port=%d\ndevice_broker_tls=false\n"
+        % (tmp_path, tmp_path, sys.executable, store, portal.info["broker_port"]))
+
+    def rotate(labels):
+        cmd = [bin_path("ansible-playbook"), "-i", str(tmp_path / "hosts.ini"),
+               os.path.join(os.path.dirname(__file__), "..", "..", "playbooks", "rotate_devices.yml"),
+               "--vault-id", "fleet@%s" % (tmp_path / "vault-pass"), "-e", json.dumps({"rotate_labels": labels})]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path), env=ansible_env(portal.env()),
+                              timeout=600, check=False)
+        return done.returncode, done.stdout + done.stderr
+
+    rc, out = rotate([])
+    assert rc != 0 and "set rotate_labels" in out and not store.exists()     # nothing done without a batch
+    rc, out = rotate(["dev-a"])                                               # provisions both (dev-a: new anyway)
+    assert rc != 0 and "1 of 2 devices fail to log in: dev-b bad_credentials" in out, out[-4000:]
+    old = json.loads((tmp_path / "a" / "mqtt.json").read_text())
+    rc, out = rotate(["dev-a"])
+    new = json.loads((tmp_path / "a" / "mqtt.json").read_text())
+    assert rc != 0 and "rotated 1; 1 of 2 devices fail to log in: dev-b bad_credentials" in out, out[-4000:]
+    assert new["client_id"] == old["client_id"] and new["password"] != old["password"]
+    port = portal.info["broker_port"]
+    assert mqtt.connect("127.0.0.1", port, old["username"], old["password"]) in mqtt.REFUSED
+    assert mqtt.connect("127.0.0.1", port, new["username"], new["password"], new["client_id"]) == mqtt.OK
+    paused = json.loads((tmp_path / "b" / "mqtt.json").read_text())          # delivered, refused while paused
+    assert mqtt.connect("127.0.0.1", port, paused["username"], paused["password"]) in mqtt.REFUSED
