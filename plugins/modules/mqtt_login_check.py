@@ -17,6 +17,7 @@ description:
     (read-only), and reports whether the broker allowed it.
   - Checks a whole fleet in one task, O(parallel) logins at a time, each bounded by O(timeout).
   - Never returns or prints a password. The module does not talk to the portal.
+  - The role C(isr.mqtt.device) calls it with C(device_verify=true) to check every delivered credential.
   - By default the connection uses a random MQTT client id (C(isr-check-...)), so that a check never
     disconnects a device that is online with its own client id (the broker drops the older of two sessions
     with one client id). Set O(credentials[].client_id) when the broker requires a particular one.
@@ -129,9 +130,6 @@ notes:
     answer within O(timeout), the connection closed before the broker answered, or the broker unavailable;
     V(tls_error), the TLS handshake or the certificate check failed; V(error), any other refusal (the broker's reason
     is in RV(results[].msg)).
-seealso:
-  - role: isr.mqtt.device
-    description: Delivers credentials to devices and can call this module to verify them.
 """
 
 EXAMPLES = r"""

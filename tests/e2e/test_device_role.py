@@ -1,6 +1,7 @@
 """The last mile, end to end: isr.mqtt.fleet -> isr.mqtt.device -> the device logs in to the real Mosquitto.
 
-20 device hosts (local connection, one directory each; env, json and mosquitto formats), a real emulator with
+20 device hosts (local connection, one directory each; env, json (with a validate hook), mosquitto and a
+user template), a real emulator with
 the broker behind it. One scenario (module-scoped, it costs several ansible-playbook runs), then one test per claim:
 
   1. provision + deliver + verify (publish): each file 0600 in a 0700 directory and parses; a paho client per
@@ -31,8 +32,19 @@ from support import Emulator, ansible_env, bin_path
 
 VAULT = "device-role-vault-secret"
 HOSTS = ["dev-%02d" % i for i in range(20)]
-FORMATS = dict([(h, "env") for h in HOSTS[:14]] + [(h, "json") for h in HOSTS[14:17]] + [(h, "mosquitto") for h in HOSTS[17:]])
-ROTATED = ["dev-01", "dev-05", "dev-14", "dev-17", "dev-19"]   # every format among them
+FORMATS = dict([(h, "env") for h in HOSTS[:13]] + [("dev-13", "template")] + [(h, "json") for h in HOSTS[14:17]]
+               + [(h, "mosquitto") for h in HOSTS[17:]])
+NAMES = {"env": "mqtt.env", "json": "mqtt.json", "mosquitto": "mosquitto_pub", "template": "device.conf"}
+TEMPLATE = """# {{ device_mqtt.label }}: a user template
+host={{ device_mqtt.host }}
+port={{ device_mqtt.port }}
+tls={{ device_mqtt.tls | lower }}
+client_id={{ device_mqtt.client_id }}
+username={{ device_mqtt.username }}
+password={{ device_mqtt.password }}
+publish_topic={{ device_mqtt.publish_topic }}
+"""
+ROTATED = ["dev-01", "dev-13", "dev-14", "dev-17", "dev-19"]   # every format among them
 LOST = ["dev-03", "dev-15"]                                    # files removed before the check-mode run
 MARKER = "password hidden by isr.mqtt.device"
 
@@ -113,7 +125,10 @@ def parse(path, fmt):
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        if fmt == "env":
+        if fmt == "template":
+            key, dummy, value = line.partition("=")
+            values[key] = value
+        elif fmt == "env":
             key, dummy, value = line.partition("=")
             values[key[len("MQTT_"):].lower()] = shlex.split(value)[0] if value else ""
         else:  # mosquitto options: "-X value"
@@ -141,11 +156,16 @@ class Scenario:
             path.mkdir(parents=True)
         (root / "vault-pass").write_text(VAULT + "\n")
         (root / "site.yml").write_text(PLAYBOOK)
+        (root / "device.conf.j2").write_text(TEMPLATE)
         self.store = root / "credentials.yml"
         lines = ["[devices]"]
         for host in HOSTS:
-            name = {"env": "mqtt.env", "json": "mqtt.json", "mosquitto": "mosquitto_pub"}[FORMATS[host]]
-            lines.append("%s device_format=%s device_path=%s" % (host, FORMATS[host], self.file(host).parent / name))
+            line = "%s device_format=%s device_path=%s" % (host, FORMATS[host], self.file(host))
+            if FORMATS[host] == "template":
+                line += " device_template=%s" % (root / "device.conf.j2")
+            if FORMATS[host] == "json":  # the validate hook: a file that is not JSON never replaces the old one
+                line += ' device_validate="%s -m json.tool %%s"' % sys.executable
+            lines.append(line)
         lines += ["[devices:vars]", "ansible_connection=local", "ansible_python_interpreter=%s" % sys.executable,
                   "[all:vars]", "fleet_store=%s" % self.store]
         (root / "hosts.ini").write_text("\n".join(lines) + "\n")
@@ -153,8 +173,7 @@ class Scenario:
         self.timings = {}
 
     def file(self, host):
-        name = {"env": "mqtt.env", "json": "mqtt.json", "mosquitto": "mosquitto_pub"}[FORMATS[host]]
-        return self.root / "hosts" / host / "etc" / "isr-mqtt" / name
+        return self.root / "hosts" / host / "etc" / "isr-mqtt" / NAMES[FORMATS[host]]
 
     def run(self, what, *args, **evars):
         evars = dict(evars, out=str(self.out), store=str(self.store), broker_port=self.emu.info["broker_port"], run_id=what)

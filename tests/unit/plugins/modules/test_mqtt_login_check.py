@@ -129,4 +129,3 @@ def test_check_mode_publishes_nothing(run):
     failed, result = run(host="127.0.0.1", port=peer.port, action="publish", username="u", password=PASSWORD,
                          topic="a/b", _ansible_check_mode=True, timeout=3)
     assert not failed and "check mode: nothing published" in result["results"][0]["msg"]
-
