@@ -367,9 +367,9 @@ class ActionModule(ActionBase):
         result.update(
             changed=changed, path=path, added=added, updated=updated, removed=removed,
             credentials=dict(
-                (label, dict([(f, entry.get(f)) for f in FIELDS]
-                             + [("password", vault_object(entry["password"], secrets) if entry.get("password") else None),
-                                ("password_vault", str(entry["password"]) if entry.get("password") else None)]))
+                (label, dict([(f, entry.get(f)) for f in FIELDS],
+                             password=vault_object(entry["password"], secrets) if entry.get("password") else None,
+                             password_vault=str(entry["password"]) if entry.get("password") else None))
                 for label, entry in entries.items()),
         )
         if self._task.diff and changed:
