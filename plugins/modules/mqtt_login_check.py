@@ -119,7 +119,7 @@ options:
   fail_on_error:
     description:
       - Fail the task when any credential's status is not V(ok). The results are returned either way.
-      - Set V(false) to decide yourself from RV(results) (the role M(isr.mqtt.device) does so per host).
+      - Set V(false) to decide yourself from RV(results) (the role R(isr.mqtt.device,ansible_collections.isr.mqtt.device_role) does so per host).
     type: bool
     default: true
 notes:
