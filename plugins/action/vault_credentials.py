@@ -333,8 +333,12 @@ class RunLock(object):
                     return False, holder
                 os.unlink(self.path)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(dict(self.owner, since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())), handle)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(dict(self.owner, since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())), handle)
+            except OSError:
+                os.unlink(self.path)  # not half a lock (a full disk)
+                raise
             return True, holder
 
     def acquire(self, timeout, say):
@@ -544,7 +548,11 @@ class ActionModule(ActionBase):
             if not lock.mine(holder):
                 result["run_lock"]["state"] = "not held"  # a failed acquire, or taken over as stale
             return result
-        waited, stale = lock.acquire(args["lock_timeout"], self._display.display)
+        try:
+            waited, stale = lock.acquire(args["lock_timeout"], self._display.display)
+        except OSError as exc:
+            raise AnsibleActionFail("cannot take the run lock %s: %s; nothing was sent to the portal. Free space or make "
+                                    "the directory writable, then rerun." % (lock.path, exc.strerror or exc))
         result["run_lock"]["waited"] = round(waited, 1)
         if stale is not None:
             self._display.warning("isr.mqtt.vault_credentials: took over the run lock %s of a run that is gone (%s)"

@@ -322,6 +322,7 @@ class PortalClient(object):
         self._warn = warn or (lambda msg: None)
         self._sleep = time.sleep  # replaced in unit tests
         self.should_stop = None  # callable -> None, or why no more request may be sent (ParentWatch.gone)
+        self.run_identity = None  # [pid, start time] of the ansible-playbook that started the module (ParentWatch.run)
         self._clock = time.monotonic
 
         self._lock = threading.Lock()
@@ -846,7 +847,7 @@ def client_from_module(module, pool_size=None, guard=False):
 
 def _guard(module, client):
     watch = ParentWatch()
-    client.should_stop = watch.gone
+    client.should_stop, client.run_identity = watch.gone, watch.run
     try:
         waited, holder = AccountLock(client.base, client.token_for_lock()).acquire(
             "isr.mqtt.%s" % getattr(module, "_name", "module"), stop=watch.gone)

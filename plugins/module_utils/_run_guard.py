@@ -22,7 +22,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import stat
+import tempfile
 import threading
 import time
 
@@ -101,6 +103,8 @@ class ParentWatch(object):
         if seen_ansible:
             self.chain = ancestors
         self.ansible_pid = self.chain[-1][0] if self.chain else None
+        # [pid, start time] of ansible-playbook: who claims labels for a store (StoreClaims)
+        self.run = [self.chain[-1][0], self.chain[-1][1].decode("ascii", "replace")] if self.chain else None
         self._checked = 0.0
         self._gone = None
 
@@ -176,6 +180,86 @@ class AccountLock(object):
             fd = _held.pop(self.path, None)
         if fd is not None:
             os.close(fd)  # releases the flock
+
+
+class StoreClaims(object):
+    """Which credential store keeps which labels of one portal account, on this controller.
+
+    ``<lock dir>/<account key>.stores.json``: {store path: {"labels": [...], "run": [pid, start time]}}, read and
+    written only under the account lock. Two stores keeping one label cannot both hold a working password (each run
+    would rotate the other's), so a fleet whose labels another store keeps is refused before any request. Another
+    store keeps a label while the ansible-playbook that claimed it still runs (its store may not be written yet), and
+    afterwards as long as its file has an entry for the label.
+    """
+
+    def __init__(self, base_url, token):
+        self.path = os.path.join(lock_dir(), account_key(base_url, token) + ".stores.json")
+
+    def _load(self):
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _running(run):
+        if not isinstance(run, list) or len(run) != 2 or not isinstance(run[0], int):
+            return False
+        info = _process(run[0])
+        return info is not None and info[1].decode("ascii", "replace") == run[1]
+
+    def claim(self, store, labels, run=None, read_labels=None):
+        """Record that ``store`` keeps ``labels`` (``run``: [pid, start time] of our ansible-playbook, or None);
+        returns {other store: [labels it keeps too]}, and then records nothing."""
+        read_labels = read_labels or store_labels
+        store = os.path.abspath(store)
+        data, conflicts, labels = self._load(), {}, set(labels)
+        for other, info in list(data.items()):
+            if other == store or not isinstance(info, dict):
+                continue
+            if self._running(info.get("run")):
+                overlap = labels & set(info.get("labels") or [])
+            else:
+                kept = read_labels(other)
+                if not kept:
+                    del data[other]  # a store that is gone or empty, of a run that ended, keeps nothing
+                    continue
+                overlap = labels & kept
+            if overlap:
+                conflicts[other] = sorted(overlap)
+        if conflicts:
+            return conflicts
+        mine = data.get(store) if isinstance(data.get(store), dict) else {}
+        data[store] = {"labels": sorted(labels | set(mine.get("labels") or [])), "run": run}
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".stores.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        os.rename(tmp, self.path)
+        return {}
+
+
+_STORE_LABEL = re.compile(r"""^  ("(?:[^"\\]|\\.)*"|[^\s#"'][^:]*):\s*$""")
+
+
+def store_labels(path):
+    """The labels of a credential store written by isr.mqtt.vault_credentials (entry keys at two spaces), without
+    YAML (module_utils cannot rely on PyYAML); an empty set when the file is missing or unreadable."""
+    labels = set()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                match = _STORE_LABEL.match(line.rstrip("\n"))
+                if match:
+                    key = match.group(1)
+                    try:
+                        labels.add(json.loads(key) if key.startswith('"') else key.strip())
+                    except ValueError:
+                        labels.add(key)
+    except OSError:
+        pass
+    return labels
 
 
 def release_all():

@@ -96,6 +96,15 @@ options:
     type: list
     elements: str
     default: []
+  store:
+    description:
+      - The credential store (a path on the controller) that keeps the passwords of this fleet; the role
+        P(isr.mqtt.fleet#role) sets it to its C(fleet_store).
+      - When set, the labels of O(clients) are recorded for that store (in C(~/.ansible/isr_mqtt_locks), per portal account),
+        and a fleet whose labels another store on this controller keeps is refused before any request to the portal:
+        two stores cannot both hold a working password for one client (each run would rotate the other's), and two runs
+        into two stores at once used to create duplicates.
+    type: path
   parallel:
     description: How many write requests run at the same time (1 to 32), over one HTTP session.
     type: int
@@ -256,6 +265,7 @@ from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     PlanError, apply_actions, check_label, check_not_null, count_actions, plan_fleet, rotated_elsewhere)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
+from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import GuardError, StoreClaims
 
 ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
 MAX_PARALLEL = 32
@@ -291,6 +301,23 @@ def parse_clients(items):
         seen.setdefault(entry["label"], index)
         desired.append(entry)
     return desired, errors
+
+
+def claim_labels(module, client, store, labels):
+    """Refuse a fleet whose labels another credential store keeps (see the option store); called under the account lock."""
+    try:
+        conflicts = StoreClaims(client.base, client.token_for_lock()).claim(store, labels, run=client.run_identity)
+    except (OSError, GuardError) as exc:
+        module.fail_json(msg="cannot record the labels of store %s: %s" % (store, getattr(exc, "msg", exc)))
+    if conflicts:
+        module.fail_json(
+            msg="Nothing was changed: %s. One label can have only one credential store, or each run would rotate the "
+                "passwords the other store keeps. Run with that store (fleet_store), or remove these labels from it "
+                "(or delete it if it is no longer used), then rerun."
+                % "; ".join("another credential store, %s, keeps %d of these labels (%s)"
+                            % (other, len(found), ", ".join(found[:5]) + (", ..." if len(found) > 5 else ""))
+                            for other, found in sorted(conflicts.items())),
+            conflicts=conflicts)
 
 
 def credential(row, password):
@@ -429,6 +456,7 @@ def main():
         known_labels=dict(type="list", elements="str", no_log=False),
         known_rotated_at=dict(type="dict", default={}),
         keep_labels=dict(type="list", elements="str", default=[], no_log=False),
+        store=dict(type="path"),
         parallel=dict(type="int", default=8),
         return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
     )
@@ -462,6 +490,8 @@ def main():
         module.fail_json(msg="Invalid fleet: " + "; ".join(errors), errors=errors)
 
     client = client_from_module(module, pool_size=params["parallel"], guard=True)
+    if params["store"]:
+        claim_labels(module, client, params["store"], [item["label"] for item in desired])
     try:
         rows = client.list_clients()
     except PortalError as err:

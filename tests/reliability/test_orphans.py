@@ -59,7 +59,7 @@ def test_ansible_playbook_killed_alone_and_rerun_at_once(ws, emulator):
     result = audit(ws, labels)
     counts = progress_counts(rerun)
     report("ansible-playbook pid alone SIGKILL, immediate rerun", runs=2, duplicates=result["duplicates"],
-           lost=len(result["lost"]), recovered=counts.get("rotated", 0), orphans_left=len(left))
+           lost=len(result["lost"]), stale=result["stale"], missing=result["missing"], recovered=counts.get("rotated", 0), orphans_left=len(left))
     assert result["duplicates"] == 0, result
     assert result["lost"] == [], result["lost"][:10]  # missing or stale (verify endpoint)
     assert result["portal_clients"] == 400

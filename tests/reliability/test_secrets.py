@@ -158,6 +158,8 @@ def _run(tmp_path, emu, record):
         ANSIBLE_GATHERING="smart"))
     outputs = []
     for run_no, store in ((1, "fleet.yml"), (2, "fleet-recovered.yml")):  # run 2: a fresh store -> recovery
+        if run_no == 2:  # the old store set aside (a second store that keeps the same labels is refused)
+            os.rename(str(run_dir / "store" / "fleet.yml"), str(run_dir / "store" / "fleet.yml.old"))
         cmd = [bin_path("ansible-playbook"), "-i", str(run_dir / "hosts.ini"), str(run_dir / "site.yml"),
                "-vvvv", "--diff", "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"),
                "-e", "out=%s modstore=%s fleet_store=%s run_no=%d" % (out, run_dir / "store" / "modules.yml",

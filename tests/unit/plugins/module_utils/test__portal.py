@@ -930,3 +930,26 @@ def test_client_from_module_without_requests(monkeypatch):
     assert "requests" in kwargs["msg"] and kwargs["exception"] == "Traceback: no module named requests"
     with pytest.raises(PortalError):
         PortalClient(ORIGIN, TOKEN)
+
+
+def test_an_orphan_stops_during_a_rate_limit_wait_and_sends_nothing_more():
+    """The module's ansible-playbook died while the module waited out a 429: it stops within a second of wait."""
+    h = Harness([(429, {"detail": "slow down"}, {"Retry-After": "60"})], rate_limit_max_wait=300)
+    checks = []
+
+    def gone():
+        checks.append(1)
+        return "ansible-playbook (pid 4242) that started it is gone" if len(checks) > 3 else None
+
+    h.client.should_stop = gone
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "aborted" and info.value.may_have_acted is False
+    assert "pid 4242" in info.value.msg and "Nothing more is sent" in info.value.msg
+    assert len(h.calls) == 1 and sum(h.sleeps) <= 3  # not the 60 s the portal asked for
+
+
+def test_without_a_watch_waits_are_single_sleeps():
+    h = Harness([(429, {"detail": "slow down"}, {"Retry-After": "7"}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [7.0]

@@ -2,6 +2,8 @@
 """The account lock (a kernel flock another process really holds) and the parent watch (real processes)."""
 from __future__ import annotations
 
+import json
+
 import os
 import stat
 import subprocess
@@ -96,3 +98,36 @@ def test_parent_watch_finds_the_ansible_processes_above_a_module(tmp_path):
                          env=dict(os.environ, PROBE=probe)).stdout
     ansible_pid, chain = __import__("json").loads(out)
     assert ansible_pid is not None and chain == 2  # sh, then 'ansible-playbook'
+
+
+def write_store(path, labels):
+    path.write_text("isr_mqtt_credentials:\n" + "".join('  %s:\n    client_id: "x"\n    password: null\n' % json.dumps(label)
+                                                          for label in labels))
+
+
+def test_store_labels_reads_the_entry_keys_without_yaml(tmp_path):
+    store = tmp_path / "s.yml"
+    write_store(store, ["a", 'b "quoted"', "c: colon"])
+    store.write_text(store.read_text() + "  bare-key:\n    client_id: x\n")
+    assert _run_guard.store_labels(str(store)) == {"a", 'b "quoted"', "c: colon", "bare-key"}
+    assert _run_guard.store_labels(str(tmp_path / "missing.yml")) == set()
+
+
+def test_a_label_kept_by_another_store_is_refused_until_that_store_lets_it_go(tmp_path):
+    first, second = tmp_path / "first.yml", tmp_path / "second.yml"
+    claims = _run_guard.StoreClaims(URL, TOKEN)
+    live_run = [os.getpid(), _run_guard._process(os.getpid())[1].decode()]
+    assert claims.claim(str(first), ["a", "b"], run=live_run) == {}
+    # the first run still runs (its store not written yet): its labels are kept
+    assert claims.claim(str(second), ["b", "c"]) == {str(first): ["b"]}
+    assert claims.claim(str(second), ["c"]) == {}  # other labels: fine
+    # the first run ended; its store keeps "b" in its file: still refused
+    write_store(first, ["a", "b"])
+    data = json.loads(open(claims.path).read())
+    data[str(first)]["run"] = [999999999, "0"]
+    open(claims.path, "w").write(json.dumps(data))
+    assert claims.claim(str(second), ["b"]) == {str(first): ["b"]}
+    # the user removed the old store: the label is free
+    first.unlink()
+    assert claims.claim(str(second), ["b"]) == {} and str(first) not in json.loads(open(claims.path).read())
+    assert stat.S_IMODE(os.stat(claims.path).st_mode) == 0o600
