@@ -26,7 +26,7 @@ fi
 rm -f "$state" "$store" "$demo/portal.sqlite"*
 python tests/emulator/serve.py --db "$demo/portal.sqlite" --state-file "$state" "${broker_flag[@]}" > "$demo/emulator.log" 2>&1 &
 emulator_pid=$!
-stop_emulator() { kill "$emulator_pid" 2>/dev/null && wait "$emulator_pid" 2>/dev/null || true; }
+stop_emulator() { if kill "$emulator_pid" 2>/dev/null; then wait "$emulator_pid" 2>/dev/null || true; fi; }
 [ -n "${DEMO_KEEP:-}" ] || trap stop_emulator EXIT
 for _ in $(seq 1 300); do
   [ -s "$state" ] && break
@@ -42,7 +42,8 @@ ISR_PORTAL_TOKEN=$(python -c 'import json,sys; print(json.load(open(sys.argv[1])
 collections="$demo/collections"
 mkdir -p "$collections/ansible_collections/isr"
 ln -sfn "$REPO_ROOT" "$collections/ansible_collections/isr/mqtt"
-export ANSIBLE_PYTHON_INTERPRETER="$(command -v python)" ANSIBLE_COLLECTIONS_PATH="$collections" ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0
+ANSIBLE_PYTHON_INTERPRETER="$(command -v python)"
+export ANSIBLE_PYTHON_INTERPRETER ANSIBLE_COLLECTIONS_PATH="$collections" ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0
 
 echo
 echo "== Provisioning ${DEMO_DEVICES:-50} devices with the role isr.mqtt.fleet"

@@ -51,7 +51,7 @@ for leg in $MATRIX; do
         if "$venv/bin/python" -m pytest tests/integration -p no:cacheprovider -q -n "${TEST_WORKERS:-2}" --dist loadfile; then rc=0; else rc=$?; fi ;;
       *) echo "unknown step $step" >&2; exit 2 ;;
     esac
-    [ "$rc" -eq 0 ] && status=pass || { status="FAIL rc=$rc"; failed=1; }
+    if [ "$rc" -eq 0 ]; then status=pass; else status="FAIL rc=$rc"; failed=1; fi
     line+=", $step $status $((SECONDS - start))s"
   done
   summary+=("$line")

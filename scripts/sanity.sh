@@ -6,6 +6,11 @@ set -euo pipefail
 source "$(dirname "$0")/venv.sh"
 cd "$REPO_ROOT"
 
+if ! command -v shellcheck >/dev/null 2>&1; then
+  # ansible-test would only skip its shellcheck test; CI must run it (.ci/run installs the Debian package).
+  echo "shellcheck is not installed (apt-get install shellcheck): ansible-test skips its shellcheck test" >&2
+  [ "${CI:-}" != true ] || exit 1
+fi
 python_version="${SANITY_PYTHON:-$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"

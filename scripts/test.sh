@@ -4,7 +4,9 @@
 #      module EXAMPLES, fleet role, molecule, artifact (built tarball), broker end-to-end, reliability
 #      (fault matrix, secrets, bad input, TLS) - with coverage of plugins/module_utils;
 #   2. ansible-test sanity with no ignore files;
-#   3. ansible-lint (production profile), antsibull-changelog lint, antsibull-docs lint, ansible-builder create.
+#   3. ansible-lint (production profile), galaxy-importer (Galaxy's import check of the built tarball, with its
+#      ansible-doc, ansible-lint and flake8 checks: no errors, no warnings), antsibull-changelog lint,
+#      antsibull-docs lint, ansible-builder create.
 # TEST_QUICK=1 skips the slow fault matrix (pytest -m "not slow") and stage 3. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/venv.sh"
@@ -24,6 +26,8 @@ bash scripts/sanity.sh
 if [ -z "${TEST_QUICK:-}" ]; then
   stage "ansible-lint"
   bash scripts/lint.sh
+  stage "galaxy-importer"
+  bash scripts/galaxy_importer.sh
   stage "changelog"
   bash scripts/changelog.sh
   stage "docs lint"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the other scripts: make sure .venv exists with everything tests/requirements.txt lists.
 # Re-installs only when the requirements file changed since the last install.
 # ISR_VENV picks another venv, ISR_REQUIREMENTS another requirements file (scripts/matrix.sh uses both).

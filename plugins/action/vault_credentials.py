@@ -514,9 +514,9 @@ class ActionModule(ActionBase):
             changed=changed, path=path, added=added, updated=updated, removed=removed, damaged=damaged,
             rotated_at=dict((label, entry.get("rotated_at")) for label, entry in entries.items() if label not in damaged),
             credentials=dict(
-                (label, dict([(f, entry.get(f)) for f in FIELDS]
-                             + [("password", vault_object(entry["password"], secrets) if entry.get("password") else None),
-                                ("password_vault", str(entry["password"]) if entry.get("password") else None)]))
+                (label, dict([(f, entry.get(f)) for f in FIELDS],
+                             password=vault_object(entry["password"], secrets) if entry.get("password") else None,
+                             password_vault=str(entry["password"]) if entry.get("password") else None))
                 for label, entry in entries.items() if label not in damaged),
         )
         if self._task.diff and changed:

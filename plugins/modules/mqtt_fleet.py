@@ -17,7 +17,7 @@ description:
   - Clients are matched by label. Labels must be unique in O(clients); a label held by several portal clients
     fails the run before any write, naming their client_ids.
   - Every password the run receives (create, rotate, recovery) is returned in RV(credentials), also when the run
-    fails half way, so nothing is lost. B(Always use C(no_log=true)) on the task and C(register) the result; the
+    fails half way, so nothing is lost. B(Always) use C(no_log=true) on the task and C(register) the result; the
     role P(isr.mqtt.fleet#role) does that and stores the passwords vault-encrypted with M(isr.mqtt.vault_credentials).
 author:
   - isr.mqtt maintainers (@isr-mqtt)

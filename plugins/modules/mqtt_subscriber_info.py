@@ -132,8 +132,8 @@ def public(row, now):
 
 def select(subscribers, label=None, subscriber_id=None):
     return [s for s in subscribers
-            if (label is None or s.get("label") == label)
-            and (subscriber_id is None or subscriber_id in (s.get("id"), s.get("username")))]
+            if (label is None or s.get("label") == label) and (
+                subscriber_id is None or subscriber_id in (s.get("id"), s.get("username")))]
 
 
 def main():

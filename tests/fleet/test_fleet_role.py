@@ -224,6 +224,9 @@ def test_check_mode_predicts_and_writes_nothing(fleet, emulator):
     assert writes(emulator) == 0
     assert fleet.store.read_bytes() == before
     assert "'created': 5" in out and "'paused': 1" in out and "'unchanged': 9" in out
+    # The planning task only reads: "ok", never "changed" (the batches report the predicted changes).
+    plan_task = out.split("TASK [isr.mqtt.fleet : Plan the whole fleet")[1].split("TASK [")[0]
+    assert "ok: [localhost]" in plan_task and "changed:" not in plan_task, plan_task
 
 
 def test_no_secret_in_verbose_output_store_or_fact_cache(fleet, emulator, tmp_path):

