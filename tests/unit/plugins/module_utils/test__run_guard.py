@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from support import COLLECTIONS_ROOT
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _run_guard
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import AccountLock, GuardError, ParentWatch, account_key
@@ -92,11 +93,12 @@ def test_parent_watch_finds_the_ansible_processes_above_a_module(tmp_path):
     fake = tmp_path / "ansible-playbook"
     fake.write_text("import subprocess, sys\nsubprocess.run(['/bin/sh', '-c', sys.argv[1]])\n")
     probe = ("import json, sys; sys.path[:0] = %r; from ansible_collections.isr.mqtt.plugins.module_utils._run_guard "
-             "import ParentWatch; w = ParentWatch(); print(json.dumps([w.ansible_pid, len(w.chain)]))" % (sys.path[:3],))
+             "import ParentWatch; w = ParentWatch(); print(json.dumps([w.ansible_pid, len(w.chain)]))" % ([str(COLLECTIONS_ROOT)],))
     script = "%s -c \"$PROBE\"" % sys.executable
-    out = subprocess.run([sys.executable, str(fake), script], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PROBE=probe)).stdout
-    ansible_pid, chain = __import__("json").loads(out)
+    done = subprocess.run([sys.executable, str(fake), script], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PROBE=probe))
+    assert done.stdout.strip(), done.stderr
+    ansible_pid, chain = json.loads(done.stdout)
     assert ansible_pid is not None and chain == 2  # sh, then 'ansible-playbook'
 
 
