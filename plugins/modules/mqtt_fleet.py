@@ -101,8 +101,8 @@ options:
       - The credential store (a path on the controller) that keeps the passwords of this fleet; the role
         P(isr.mqtt.fleet#role) sets it to its C(fleet_store).
       - When set, the labels of O(clients) are recorded for that store (in C(~/.ansible/isr_mqtt_locks), per portal account),
-        and a fleet whose labels another store on this controller keeps is refused before any request to the portal:
-        two stores cannot both hold a working password for one client (each run would rotate the other's), and two runs
+        and a fleet whose labels another store on this controller keeps is refused before any request to the portal,
+        because two stores cannot both hold a working password for one client (each run would rotate the other's), and two runs
         into two stores at once used to create duplicates.
     type: path
   parallel:

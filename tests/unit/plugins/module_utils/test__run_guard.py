@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 from support import COLLECTIONS_ROOT
@@ -103,8 +102,8 @@ def test_parent_watch_finds_the_ansible_processes_above_a_module(tmp_path):
 
 
 def write_store(path, labels):
-    path.write_text("isr_mqtt_credentials:\n" + "".join('  %s:\n    client_id: "x"\n    password: null\n' % json.dumps(label)
-                                                          for label in labels))
+    entry = '  %s:\n    client_id: "x"\n    password: null\n'
+    path.write_text("isr_mqtt_credentials:\n" + "".join(entry % json.dumps(label) for label in labels))
 
 
 def test_store_labels_reads_the_entry_keys_without_yaml(tmp_path):
