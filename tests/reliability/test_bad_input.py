@@ -238,7 +238,7 @@ def test_bad_input_is_refused_by_name_with_zero_writes(emulator, tmp_path, run_p
     path = tmp_path / "bad.yml"
     path.write_text(json.dumps(playbook(tmp_path), indent=1))
     emulator.control.reset_counters()
-    done = run_playbook(path, "--vault-id", "fleet@%s" % (tmp_path / "vault-pass"), timeout=600,
+    done = run_playbook(path, "--vault-id", "fleet@%s" % (tmp_path / "vault-pass"), timeout=900,
                         env=dict(emulator.env(), ANSIBLE_PIPELINING="1"))
     assert (tmp_path / "results.json").exists(), done
     results = json.loads((tmp_path / "results.json").read_text())
