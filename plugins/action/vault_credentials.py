@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -44,6 +45,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import lock_dir
 
 try:  # ansible-core >= 2.19
     from ansible.parsing.vault import EncryptedString as _EncryptedString
@@ -224,15 +227,54 @@ def _vault_ids(entries):
     return sorted(ids)
 
 
-def inspect_entries(vault, entries, labels=None):
+class CheckedCiphertexts(object):
+    """Ciphertexts that decrypted with the run's secret before, so a rerun need not pay PBKDF2 (~4 ms) per entry again.
+
+    Kept in the private lock directory (0600), per store: a key derived from the secret with PBKDF2 (20000
+    rounds, random salt: twice the rounds of a vault value, so it makes the password no easier to guess), and
+    SHA-256(key + ciphertext) of every ciphertext seen to decrypt. Another secret derives another key (nothing counts as
+    checked); a changed ciphertext (truncated, a flipped bit) has another digest and is decrypted again.
+    """
+
+    def __init__(self, store, secret):
+        self.path = os.path.join(lock_dir(), "store-%s.checked" % hashlib.sha256(to_bytes(os.path.abspath(store))).hexdigest()[:40])
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+            salt, proof, digests = bytes.fromhex(data["salt"]), data["proof"], set(data["digests"])
+        except (OSError, ValueError, KeyError, TypeError):
+            salt, proof, digests = os.urandom(16), None, set()
+        self.key = hashlib.pbkdf2_hmac("sha256", to_bytes(secret.bytes), salt, 20000)
+        self.salt = salt
+        self.digests = digests if proof == hashlib.sha256(self.key).hexdigest() else set()
+        self.changed = False
+
+    def digest(self, ciphertext):
+        return hashlib.sha256(self.key + to_bytes(_compact(ciphertext))).hexdigest()
+
+    def save(self, ciphertexts):
+        """Keep the digests of ``ciphertexts`` (the store's current good entries) only."""
+        keep = set(self.digest(c) for c in ciphertexts)
+        if keep == self.digests and not self.changed:
+            return
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".checked.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"salt": self.salt.hex(), "proof": hashlib.sha256(self.key).hexdigest(), "digests": sorted(keep)}, handle)
+        os.rename(tmp, self.path)
+
+
+def inspect_entries(vault, entries, labels=None, checked=None):
     """{label: why it is unusable} for the entries of ``labels`` (default all): no password, not vault ciphertext,
-    or it does not decrypt with this run's secrets (truncated, bit-flipped, another vault password)."""
+    or it does not decrypt with this run's secrets (truncated, bit-flipped, another vault password).
+    ``checked``: a CheckedCiphertexts whose known-good ciphertexts are not decrypted again."""
     def why(label):
         password = (entries[label] or {}).get("password") if isinstance(entries[label], dict) else None
         if not password:
             return "no password"
         if not is_encrypted(to_bytes(to_text(password).strip())):
             return "the password is not vault ciphertext"
+        if checked is not None and checked.digest(password) in checked.digests:
+            return None
         try:
             vault.decrypt(to_bytes(to_text(password).strip()))
         except Exception:  # AnsibleVaultError, AnsibleError, binascii/ValueError on a damaged envelope
@@ -473,8 +515,11 @@ class ActionModule(ActionBase):
                 refuse_foreign_store(path, entries, tried, vault_id)
                 damaged = {}
             else:
-                damaged = inspect_entries(vault, entries)
+                checked = CheckedCiphertexts(path, secret)
+                damaged = inspect_entries(vault, entries, checked=checked)
                 refuse_foreign_store(path, entries, damaged, vault_id)
+                if not self._task.check_mode:
+                    checked.save(entries[label]["password"] for label in _vaulted_labels(entries) if label not in damaged)
             added, updated, removed, skipped, pending = [], [], [], [], []
             for label in sorted(remove):
                 if label in entries and label not in incoming:

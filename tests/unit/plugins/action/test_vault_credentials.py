@@ -101,8 +101,9 @@ def store(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def store_dir(tmp_path):
+def store_dir(tmp_path, monkeypatch):
     (tmp_path / "store").mkdir()
+    monkeypatch.setenv("ISR_MQTT_LOCK_DIR", str(tmp_path / "locks"))  # where reads remember checked ciphertexts
 
 
 def test_first_write_encrypts_every_password_and_is_private(store):
@@ -559,7 +560,7 @@ def test_the_read_probes_for_space_before_any_request(store, monkeypatch):
 
     def full_disk(fd, *args, **kwargs):
         handle = real_fdopen(fd, *args, **kwargs)
-        if "probe" in os.readlink("/proc/self/fd/%d" % fd):
+        if os.readlink("/proc/self/fd/%d" % fd).endswith(".probe"):
             def write(data):
                 raise OSError(28, "No space left on device")
             handle.write = write
@@ -596,3 +597,24 @@ def test_a_full_tmpfs_fails_naming_the_path_and_keeps_the_old_store(tmp_path):
         assert path.read_bytes() == before
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_rerun_does_not_decrypt_checked_entries_again_but_sees_any_change(store, monkeypatch):
+    run_action({"path": str(store), "credentials": dict(("dev-%d" % n, cred(n)) for n in (1, 2, 3))})
+    decrypts = []
+    real = VaultLib.decrypt
+
+    def counting(self, *args, **kwargs):
+        decrypts.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VaultLib, "decrypt", counting)
+    assert run_action({"path": str(store)})[0]["damaged"] == {} and len(decrypts) == 3
+    del decrypts[:]
+    assert run_action({"path": str(store)})[0]["damaged"] == {} and decrypts == []  # remembered
+    store.write_text(flip_one_byte(store.read_text(), "dev-3"))
+    assert list(run_action({"path": str(store)})[0]["damaged"]) == ["dev-3"] and len(decrypts) == 1
+    with pytest.raises(AnsibleActionFail, match="none of the 3 vaulted entries"):  # another secret: nothing remembered
+        run_action({"path": str(store)}, secrets=(OTHER,))
+    checked = [p for p in os.listdir(os.environ["ISR_MQTT_LOCK_DIR"]) if p.endswith(".checked")]
+    assert len(checked) == 1 and stat.S_IMODE(os.stat(os.path.join(os.environ["ISR_MQTT_LOCK_DIR"], checked[0])).st_mode) == 0o600
