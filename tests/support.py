@@ -124,3 +124,25 @@ def bin_path(name):
     """A console script of the Python running the tests (the venv's ansible-playbook)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
+
+
+def seed_clients(db_path, account_id, labels, paused=()):
+    """Create one MQTT client per label (and pause those in `paused`) straight in the SQLite file of a running
+    emulator (started with --db PATH), through the emulator's own Store: about 20 times faster than the API, for
+    tests and benchmarks that need a big portal. Returns the rows (passwords dropped)."""
+    from emulator.store import Store
+
+    store = Store(str(db_path))
+    try:
+        account = store.get_account(account_id)
+        paused = set(paused)
+        rows = []
+        for label in labels:
+            row = store.create_client(account, label, True, False)[0]
+            if label in paused:
+                store.set_paused(account_id, row["client_id"], True)
+                row = store.get_client(account_id, row["client_id"])
+            rows.append(row)
+        return rows
+    finally:
+        store.db.close()

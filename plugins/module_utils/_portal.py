@@ -6,12 +6,14 @@
 """PortalClient: the only code that knows HTTP and the portal's JSON.
 
 Private to the collection. One ``requests.Session`` per client, bearer auth, TLS options,
-retries with jittered backoff, 429 / rate-limit pacing within a wait budget, pagination,
-and a tolerant reader for the response shapes listed in ``docs/api-contract.md``.
+retries with jittered backoff, 429 / rate-limit pacing within a wait budget, pagination.
+Every guess about response shapes lives in ``_reader.py`` (the tolerant reader, see
+``docs/api-contract.md``); its ShapeError becomes a PortalError of kind ``protocol`` here.
+Redirects are never followed (the token would go along): a 3xx is an error.
 
 Retry policy (why each write is treated the way it is):
 
-* GET, PATCH, pause, resume, delete are idempotent: network errors and 502/503/504 are
+* GET, PATCH, pause, resume, delete are idempotent: network errors and 500/502/503/504 are
   retried up to ``max_retries`` times with jittered exponential backoff.
 * Rotate is retried like them: if the first rotate happened and its answer was lost, its
   password is lost whatever we do, and a second rotate is the way to get one we know.
@@ -25,17 +27,19 @@ Retry policy (why each write is treated the way it is):
 
 from __future__ import annotations
 
-import datetime
 import json
 import random
 import threading
 import time
 import traceback
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import AccountLock, GuardError, ParentWatch
+from ansible_collections.isr.mqtt.plugins.module_utils import _reader
+from ansible_collections.isr.mqtt.plugins.module_utils._reader import (  # noqa: F401 pylint: disable=unused-import
+    CLIENT_KEYS, SUBSCRIBER_KEYS, ShapeError)
 
 REQUESTS_IMPORT_ERROR = None
 try:
@@ -51,18 +55,14 @@ API_PATH = "/api/v1/subscriber"
 PAGE_SIZE = 1000  # the portal's maximum: fewer requests against the hourly budget
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
-MIN_RATE_LIMIT_WAIT = 1.0
+MIN_RATE_LIMIT_WAIT = 1.0  # a 429 without a usable Retry-After still waits this long
 MAX_TIMEOUT = 3600  # larger values overflow the socket layer ("timestamp too large") and hang a run for hours
-MAX_RATE_LIMIT_WAIT = 86400  # a 429 without a usable Retry-After still waits this long
+MAX_RATE_LIMIT_WAIT = 86400
+REMAINING_HEADERS = ("X-RateLimit-Remaining", "RateLimit-Remaining")
+RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")
+RATE_HEADERS = ("X-RateLimit-Limit", "RateLimit-Limit") + REMAINING_HEADERS + RESET_HEADERS + ("Retry-After",)
 
-CLIENT_KEYS = ("client_id", "label", "username", "topic", "paused", "allow_publish", "allow_subscribe",
-               "history_topic_prefix", "publish_topic", "created_at", "rotated_at")
-SUBSCRIBER_KEYS = ("id", "username", "label", "subscribe_filter", "created_at", "expires_at", "expired")
-
-_LIST_KEYS = ("items", "data", "publishers", "clients", "subscribers", "results")
-_RETRYABLE_STATUS = (502, 503, 504)
-_PAUSED_WORDS = ("paused", "suspended", "disabled", "inactive")
-_ACTIVE_WORDS = ("active", "running", "enabled", "resumed")
+_RETRYABLE_STATUS = (500, 502, 503, 504)  # 500 only for idempotent requests: a create may have happened
 
 
 class PortalError(Exception):
@@ -114,132 +114,27 @@ class _Ambiguous(Exception):
 
 
 # ---------------------------------------------------------------------------
-# Tolerant reader: every guess about response shapes lives here.
+# The tolerant reader lives in _reader.py; these wrap its ShapeError as a PortalError.
 # ---------------------------------------------------------------------------
 
-def _dig(body, *paths):
-    """The first value found under any of the dotted ``paths`` of a JSON object."""
-    for path in paths:
-        value = body
-        for part in path.split("."):
-            if not isinstance(value, dict) or part not in value:
-                value = None
-                break
-            value = value[part]
-        if value is not None:
-            return value
-    return None
-
-
-def _as_bool(value, default):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return bool(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "yes", "1", "on"):
-            return True
-        if lowered in ("false", "no", "0", "off"):
-            return False
-    return default
-
-
-def _paused_of(row):
-    for key in ("paused", "is_paused", "pause"):
-        if key in row and row[key] is not None:
-            return _as_bool(row[key], False)
-    for key in ("status", "state"):
-        value = row.get(key)
-        if isinstance(value, str):
-            if value.strip().lower() in _PAUSED_WORDS:
-                return True
-            if value.strip().lower() in _ACTIVE_WORDS:
-                return False
-    return False
+def _shape_error(exc):
+    return PortalError(exc.msg, kind="protocol")
 
 
 def normalize_client(row, publish_topic=None):
-    """A portal row reduced to exactly CLIENT_KEYS."""
-    if not isinstance(row, dict):
-        raise PortalError("The portal returned an MQTT client that is not a JSON object: %r" % (type(row).__name__,))
-    client_id = row.get("client_id") or row.get("id")
-    if not client_id:
-        raise PortalError("The portal returned an MQTT client without client_id (keys: %s)" % ", ".join(sorted(row)))
-    return {
-        "client_id": client_id,
-        "label": row.get("label"),
-        "username": row.get("username") or client_id,
-        "topic": row.get("topic"),
-        "paused": _paused_of(row),
-        "allow_publish": _as_bool(row.get("allow_publish"), True),
-        "allow_subscribe": _as_bool(row.get("allow_subscribe"), False),
-        "history_topic_prefix": row.get("history_topic_prefix"),
-        "publish_topic": publish_topic if publish_topic is not None else row.get("publish_topic"),
-        "created_at": row.get("created_at"),
-        "rotated_at": row.get("rotated_at"),
-    }
-
-
-def _expired_from(expires_at):
-    if not isinstance(expires_at, str):
-        return False
+    """A portal row reduced to exactly CLIENT_KEYS (PortalError kind=protocol when not understood)."""
     try:
-        moment = datetime.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment <= datetime.datetime.now(datetime.timezone.utc)
+        return _reader.normalize_client(row, publish_topic=publish_topic)
+    except ShapeError as exc:
+        raise _shape_error(exc)
 
 
 def normalize_subscriber(row):
-    """A portal read-only subscriber reduced to exactly SUBSCRIBER_KEYS."""
-    if not isinstance(row, dict):
-        raise PortalError("The portal returned a subscriber that is not a JSON object: %r" % (type(row).__name__,))
-    sub_id = row.get("id") or row.get("subscriber_id") or row.get("username")
-    if not sub_id:
-        raise PortalError("The portal returned a subscriber without id (keys: %s)" % ", ".join(sorted(row)))
-    expires_at = row.get("expires_at")
-    expired = row.get("expired")
-    return {
-        "id": sub_id,
-        "username": row.get("username") or sub_id,
-        "label": row.get("label"),
-        "subscribe_filter": row.get("subscribe_filter") or row.get("filter") or row.get("acl"),
-        "created_at": row.get("created_at"),
-        "expires_at": expires_at,
-        "expired": _as_bool(expired, False) if expired is not None else _expired_from(expires_at),
-    }
-
-
-def _rows_of(body):
-    """Rows of one list page: a bare array or an object wrapping it."""
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for key in _LIST_KEYS:
-            if isinstance(body.get(key), list):
-                return body[key]
-    raise PortalError("The portal's list answer has no rows: expected a JSON array or an object with one of %s" % ", ".join(_LIST_KEYS))
-
-
-def _next_of(body, url):
-    """The URL of the next page, or None on the last page."""
-    if not isinstance(body, dict):
-        return None
-    for key in ("next", "next_url", "links.next"):
-        if _dig(body, key) is not None:
-            nxt = _dig(body, key)
-            return urljoin(url, nxt) if isinstance(nxt, str) and nxt else None
-    if any(k in body for k in ("next", "next_url", "links")):
-        return None  # explicitly null: last page
-    page, size, total = body.get("page"), body.get("page_size") or body.get("per_page"), body.get("total")
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in (page, size, total)) and size > 0:
-        if page * size < total:
-            split = urlsplit(url)
-            return "%s://%s%s?%s" % (split.scheme, split.netloc, split.path, urlencode({"page": page + 1, "page_size": size}))
-    return None
+    """A portal read-only subscriber reduced to exactly SUBSCRIBER_KEYS (PortalError kind=protocol when not understood)."""
+    try:
+        return _reader.normalize_subscriber(row)
+    except ShapeError as exc:
+        raise _shape_error(exc)
 
 
 def _detail_of(response):
@@ -269,11 +164,15 @@ def _detail_of(response):
     return (str(detail) if detail is not None else None), body
 
 
-def _header_number(response, name):
-    try:
-        return float(response.headers.get(name))
-    except (TypeError, ValueError):
-        return None
+def _plan_limit_of(body, text):
+    """The plan_limit error wherever the portal puts its code: ``code``, ``error.code``, ``detail.code``, or the text."""
+    if isinstance(body, dict):
+        for holder in (body, body.get("error"), body.get("detail")):
+            if isinstance(holder, dict) and holder.get("code") == "plan_limit":
+                return holder
+    if "plan_limit" in (text or ""):
+        return body if isinstance(body, dict) else {}
+    return None
 
 
 def _never_sent(exc):
@@ -327,8 +226,11 @@ class PortalClient(object):
 
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "rate_limit_waited": 0.0}
+        self._wallclock = time.time  # X-RateLimit-Reset may be a Unix time
         self._paced_until = 0.0  # clock time up to which a rate-limit wait is already counted
         self._resume_at = 0.0  # clock time before which the budget is known to be spent
+        self._resume_reason = ""
+        self.rate_headers = {}  # the rate-limit headers of the last answer (for the probe)
 
         self.session = requests.Session()
         self.session.headers.update({"Authorization": "Bearer %s" % api_token, "Accept": "application/json"})
@@ -427,15 +329,37 @@ class PortalClient(object):
     def _pace(self):
         with self._lock:
             wait = self._resume_at - self._clock()
+            reason = self._resume_reason
         if wait > 0:
-            self._rate_limit_wait(wait, "X-RateLimit-Remaining is 0 until X-RateLimit-Reset")
+            self._rate_limit_wait(wait, reason)
+
+    def _reset_of(self, response):
+        """``(seconds until the rate-limit window resets, header name)``; the header may hold seconds or a Unix time."""
+        value, name = _reader.header_number(response.headers, *RESET_HEADERS)
+        return _reader.reset_seconds(value, self._wallclock()), name
 
     def _note_rate_headers(self, response):
-        remaining = _header_number(response, "X-RateLimit-Remaining")
-        reset = _header_number(response, "X-RateLimit-Reset")
-        if remaining is not None and remaining <= 0 and reset is not None and reset > 0:
+        self.rate_headers = dict((name, response.headers[name]) for name in RATE_HEADERS if name in response.headers)
+        remaining, remaining_name = _reader.header_number(response.headers, *REMAINING_HEADERS)
+        reset, reset_name = self._reset_of(response)
+        if remaining is not None and remaining <= 0 and reset:
             with self._lock:
-                self._resume_at = max(self._resume_at, self._clock() + reset)
+                if self._clock() + reset > self._resume_at:
+                    self._resume_at = self._clock() + reset
+                    self._resume_reason = "%s is 0 until %s" % (remaining_name, reset_name)
+
+    def _wait_after_429(self, response, attempt):
+        """Wait as the 429 asks: Retry-After, else the rate-limit reset, else a growing minimum; the reason names the header."""
+        retry_after, dummy = _reader.header_number(response.headers, "Retry-After")
+        if retry_after is not None:
+            seconds, reason = retry_after, "429 with Retry-After: %s" % response.headers["Retry-After"]
+        else:
+            seconds, name = self._reset_of(response)
+            if seconds is not None:
+                reason = "429 with %s: %s (no Retry-After)" % (name, response.headers[name])
+            else:
+                seconds, reason = MIN_RATE_LIMIT_WAIT * (2 ** min(attempt, 6)), "429 without Retry-After or a rate-limit reset header"
+        self._rate_limit_wait(max(seconds, MIN_RATE_LIMIT_WAIT), reason)
 
     # -- requests ----------------------------------------------------------
 
@@ -488,8 +412,16 @@ class PortalClient(object):
         status = response.status_code
         detail, body = _detail_of(response)
         said = (": %s" % detail) if detail else ""
-        if isinstance(body, dict) and body.get("code") == "plan_limit":
-            limit, active = body.get("limit"), body.get("active")
+        if 300 <= status < 400:
+            location = (response.headers.get("Location") or "").split("?", 1)[0]
+            return self._error(
+                "The portal answered %s %s with a redirect (HTTP %s%s) instead of an API answer: portal_url is wrong "
+                "(give the origin, e.g. https://mqtt.ishareradio.com, with the right scheme) or the API token was not "
+                "accepted (a redirect to a login page). The redirect was not followed, so the token went nowhere else."
+                % (method, url, status, " to %s" % location if location else ""), kind="auth", status=status, detail=detail)
+        limited = _plan_limit_of(body, json.dumps(body) if body else detail)
+        if limited is not None:
+            limit, active = limited.get("limit", body.get("limit")), limited.get("active", body.get("active"))
             count = (" (%s of %s in use)" % (active, limit)) if limit is not None else ""
             err = self._error(
                 "Plan limit reached creating %s%s%s. Delete or revoke one you no longer need (or upgrade the plan under "
@@ -528,7 +460,7 @@ class PortalClient(object):
     def _request(self, method, path, json_body=None, params=None, idempotent=True, what="resource"):
         """Send one logical request; returns the response (2xx) or raises PortalError / _Ambiguous."""
         url = self._url(path)
-        attempt = 0
+        attempt = attempt429 = 0
         while True:
             self._pace()
             self._check_stop(method, url)
@@ -536,7 +468,7 @@ class PortalClient(object):
             error = None
             try:
                 response = self.session.request(method, url, json=json_body, params=params, timeout=self.timeout,
-                                                verify=self._verify)
+                                                verify=self._verify, allow_redirects=False)
             except requests.exceptions.SSLError as exc:
                 raise self._network_error(exc, method, url)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -550,14 +482,14 @@ class PortalClient(object):
                 safe = idempotent
             else:
                 self._note_rate_headers(response)
-                if response.status_code < 400:
+                if response.status_code < 300:
                     return response
                 if response.status_code == 429:
-                    retry_after = _header_number(response, "Retry-After")
-                    self._rate_limit_wait(max(retry_after or 0, MIN_RATE_LIMIT_WAIT), "429 Retry-After")
+                    self._wait_after_429(response, attempt429)
+                    attempt429 += 1
                     continue
                 error = self._status_error(response, method, url, what)
-                if response.status_code not in _RETRYABLE_STATUS:
+                if response.status_code not in _RETRYABLE_STATUS or (response.status_code == 500 and not idempotent):
                     raise error
                 safe = idempotent or _nothing_changed(response, _detail_of(response)[1])
             if not safe:
@@ -580,11 +512,34 @@ class PortalClient(object):
                               % (method, url, response.status_code, response.headers.get("Content-Type")), kind="protocol",
                               status=response.status_code, may_have_acted=method != "GET")
 
+    def _shape(self, func, *args, **kwargs):
+        """Call a _reader function; its ShapeError becomes PortalError(kind=protocol)."""
+        try:
+            return func(*args, **kwargs)
+        except ShapeError as exc:
+            raise self._error(exc.msg, kind="protocol")
+
+    def list_page(self, path, what):
+        """The first list page as read: ``(response, body, page)``; page is a _reader.Page (ShapeError not caught)."""
+        url = self._url(path) + "?" + urlencode({"page": 1, "page_size": PAGE_SIZE})
+        response = self._request("GET", url, what=what)
+        body = self._json(response, "GET", url)
+        return response, body, _reader.read_page(body, response.headers, url, PAGE_SIZE)
+
+    def get_json(self, path, what):
+        """GET a path under the API base: ``(response, decoded JSON or None when the body is not JSON)``."""
+        response = self._request("GET", path, what=what)
+        try:
+            return response, response.json()
+        except ValueError:
+            return response, None
+
     def _list(self, path, what):
-        """All rows of a paginated list, following next links to the end."""
+        """All rows of a paginated list, following the next page to the end; fails closed (see _reader.read_page)."""
         url = self._url(path) + "?" + urlencode({"page": 1, "page_size": PAGE_SIZE})
         seen = set()
         rows = []
+        total = None
         while url:
             if url in seen:
                 raise self._error("The portal's pagination for %s loops (page %s was already read); refusing to continue." % (what, url),
@@ -593,12 +548,14 @@ class PortalClient(object):
             if urlsplit(url)[:2] != self._origin:
                 raise self._error("The portal's next-page link %s points to another host; refusing to send the API token there." % url,
                                   kind="protocol")
-            body = self._json(self._request("GET", url, what=what), "GET", url)
-            page = _rows_of(body)
-            if not page:
+            response = self._request("GET", url, what=what)
+            page = self._shape(_reader.read_page, self._json(response, "GET", url), response.headers, url, PAGE_SIZE)
+            rows.extend(page.rows)
+            total = page.total if page.total is not None else total
+            if not page.rows:
                 break
-            rows.extend(page)
-            url = _next_of(body, url)
+            url = page.next_url
+        self._shape(_reader.check_complete, rows, total, what)
         return rows
 
     def _create(self, path, body, label, known_ids, lister, id_key, what, parse):
@@ -635,13 +592,45 @@ class PortalClient(object):
                 self._wait(self._backoff(attempt))
                 attempt += 1
                 continue
-            return parse(self._json(response, "POST", self._url(path)))
+            row, password = self._shape(parse, self._json(response, "POST", self._url(path)))
+            if row is None:
+                row = self._identify(label, known_ids, lister, id_key, what, password)
+            return row, password
+
+    def _identify(self, label, known_ids, lister, id_key, what, password):
+        """The row a create made, when its answer did not say: re-list once and take the one new row with the label.
+
+        Failing that, the PortalError carries ``password`` (and ``created=True``), so the caller still hands it on."""
+        found = "an answer without an id"
+        try:
+            appeared = [r for r in lister() if r["label"] == label and r[id_key] not in known_ids]
+        except PortalError as exc:
+            appeared, found = [], "an answer without an id, and re-listing failed: %s" % exc.msg
+        if len(appeared) == 1:
+            self._warn("The portal created %s with an answer that did not name its %s; re-listing identified it as %s."
+                       % (what, id_key, appeared[0][id_key]))
+            return appeared[0]
+        if appeared:
+            found = "an answer without an id, and %d new entries with that label appeared (%s)" % (
+                len(appeared), ", ".join(r[id_key] for r in appeared))
+        elif found == "an answer without an id":
+            found += ", and no new entry with that label appeared when re-listing"
+        err = self._error(
+            "The portal created %s with %s, so which entry it is is unknown. Its password is in this result %s: store it now. "
+            "Find the entry in the portal and delete the extra ones; isr.mqtt.portal_info shows the answer's shape."
+            % (what, found, "(password / credentials)" if password is not None else "- no, the answer carried none either"),
+            kind="protocol")
+        err.password = password
+        err.created = True
+        raise err
 
     # -- MQTT clients --------------------------------------------------------
 
     def list_clients(self):
         """Every MQTT client (all pages), as normalised rows."""
-        return [normalize_client(r) for r in self._list("/publishers", "MQTT clients")]
+        rows = [self._shape(_reader.normalize_client, r) for r in self._list("/publishers", "MQTT clients")]
+        self._shape(_reader.check_unique, rows, "client_id", "MQTT client")
+        return rows
 
     def create_client(self, label, allow_publish=True, allow_subscribe=False, known_client_ids=None):
         """Create an MQTT client; returns ``(row, password)``.
@@ -655,16 +644,16 @@ class PortalClient(object):
         "created, but the password was lost": the caller must rotate that client to get
         a password. If nothing appeared the create is retried (up to max_retries).
         """
-        body = {"label": label, "allow_publish": bool(allow_publish), "allow_subscribe": bool(allow_subscribe)}
+        # Only what the docs show: label and allow_subscribe; allow_publish only when it is not the default (true).
+        body = {"label": label, "allow_subscribe": bool(allow_subscribe)}
+        if not allow_publish:
+            body["allow_publish"] = False
 
         def parse(answer):
-            if not isinstance(answer, dict):
-                raise self._error("The portal's answer to creating MQTT client %r is not a JSON object." % label, kind="protocol")
-            row = answer.get("device") if isinstance(answer.get("device"), dict) else answer
-            password = _dig(answer, "device.password", "password", "credentials.password", "mqtt_password")
-            client = normalize_client(row, publish_topic=answer.get("publish_topic"))
+            client, password = _reader.read_created_client(answer, label, bool(allow_publish), bool(allow_subscribe))
             if password is None:
-                self._warn("The portal created MQTT client %s but its answer carried no password: rotate it to get one." % client["client_id"])
+                self._warn("The portal created MQTT client %s but its answer carried no password: rotate it to get one."
+                           % (client or {}).get("client_id", repr(label)))
             return client, password
 
         return self._create("/publishers", body, label, known_client_ids, self.list_clients, "client_id",
@@ -673,10 +662,13 @@ class PortalClient(object):
     def get_client(self, client_id):
         """One MQTT client by client_id; PortalError(kind='not_found') when unknown."""
         what = "MQTT client %s" % client_id
-        return normalize_client(self._json(self._request("GET", "/publishers/%s" % client_id, what=what), "GET", client_id))
+        return self._shape(_reader.normalize_client, self._json(self._request("GET", "/publishers/%s" % client_id, what=what),
+                                                                "GET", client_id))
 
     def update_client(self, client_id, allow_publish=None, allow_subscribe=None):
-        """PATCH allow_publish / allow_subscribe. kind='unsupported' when the portal has no PATCH route."""
+        """PATCH allow_publish / allow_subscribe; returns the row, or None when the answer holds none (204).
+
+        kind='unsupported' when the portal has no PATCH route."""
         body = {}
         if allow_publish is not None:
             body["allow_publish"] = bool(allow_publish)
@@ -690,18 +682,19 @@ class PortalClient(object):
                 _append(exc, "This portal cannot change allow_publish/allow_subscribe in place; deleting and "
                              "recreating the client (new client_id and password) is the only way.")
             raise
-        return normalize_client(self._json(response, "PATCH", client_id))
+        return _reader.read_write_answer(self._json(response, "PATCH", client_id))
 
     def _pause_resume(self, client_id, verb):
         what = "MQTT client %s" % client_id
-        return normalize_client(self._json(self._request("POST", "/publishers/%s/%s" % (client_id, verb), what=what), "POST", client_id))
+        return _reader.read_write_answer(self._json(self._request("POST", "/publishers/%s/%s" % (client_id, verb), what=what),
+                                                    "POST", client_id))
 
     def pause_client(self, client_id):
-        """Pause (repeating it is harmless); returns the row."""
+        """Pause (repeating it is harmless); returns the row, or None when the answer holds none (204): success."""
         return self._pause_resume(client_id, "pause")
 
     def resume_client(self, client_id):
-        """Resume (repeating it is harmless); returns the row."""
+        """Resume (repeating it is harmless); returns the row, or None when the answer holds none (204): success."""
         return self._pause_resume(client_id, "resume")
 
     def delete_client(self, client_id):
@@ -733,24 +726,15 @@ class PortalClient(object):
                 "so the old password may no longer work. Recover by rotating again (mqtt_client rotate_password: true, or "
                 "list the label under recover in mqtt_fleet)." % (what, err.msg), kind=err.kind, status=err.status, detail=err.detail,
                 may_have_acted=True)
-        answer = self._json(response, "POST", path)
-        if not isinstance(answer, dict):
-            raise self._error("The portal's answer to rotating %s is not a JSON object; the password was rotated but lost: "
-                              "rotate again." % what, kind="protocol")
-        password = _dig(answer, "password", "device.password", "new_password", "mqtt_password", "credentials.password")
-        if password is None:
-            raise self._error("The portal rotated the password of %s but its answer carried none (keys: %s); rotate again."
-                              % (what, ", ".join(sorted(answer))), kind="protocol")
-        source = answer.get("device") if isinstance(answer.get("device"), dict) else answer
-        row = normalize_client(dict(source, client_id=source.get("client_id") or source.get("id") or client_id))
-        partial = dict((k, v) for k, v in row.items() if k in source or k in ("client_id", "username"))
-        return partial, password
+        return self._shape(_reader.read_rotated, self._json(response, "POST", path), client_id)
 
     # -- read-only subscribers --------------------------------------------------
 
     def list_subscribers(self):
         """Every read-only subscriber password entry (all pages), normalised."""
-        return [normalize_subscriber(r) for r in self._list("/subscriber-mqtt-passwords", "read-only subscribers")]
+        rows = [self._shape(_reader.normalize_subscriber, r) for r in self._list("/subscriber-mqtt-passwords", "read-only subscribers")]
+        self._shape(_reader.check_unique, rows, "id", "read-only subscriber")
+        return rows
 
     def create_subscriber(self, label, expires_in_days=30, known_ids=None):
         """Create a read-only subscriber; returns ``(subscriber, password)``.
@@ -762,16 +746,10 @@ class PortalClient(object):
         body = {"label": label, "expires_in_days": expires_in_days}
 
         def parse(answer):
-            if not isinstance(answer, dict):
-                raise self._error("The portal's answer to creating subscriber %r is not a JSON object." % label, kind="protocol")
-            row = answer
-            for key in ("subscriber", "device"):
-                if isinstance(answer.get(key), dict):
-                    row = answer[key]
-            password = _dig(answer, "password", "mqtt_password", "credentials.password", "subscriber.password", "device.password")
-            sub = normalize_subscriber(row)
+            sub, password = _reader.read_created_subscriber(answer, label)
             if password is None:
-                self._warn("The portal created subscriber %s but its answer carried no password: revoke it and create again." % sub["id"])
+                self._warn("The portal created subscriber %s but its answer carried no password: revoke it and create again."
+                           % (sub or {}).get("id", repr(label)))
             return sub, password
 
         return self._create("/subscriber-mqtt-passwords", body, label, known_ids, self.list_subscribers, "id",

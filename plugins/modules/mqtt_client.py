@@ -236,7 +236,7 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_actions, check_client_id, check_label, check_not_null, find_client, plan_client)
+    PlanError, apply_action, apply_actions, check_client_id, check_label, check_not_null, find_client, plan_client)
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
@@ -273,9 +273,16 @@ class Run(object):
         cid = action["client_id"] or (self.row or {}).get("client_id")
         action = dict(action, client_id=cid)
         if kind == "create":
-            row, password = self.client.create_client(
-                action["label"], allow_publish=action["fields"]["allow_publish"],
-                allow_subscribe=action["fields"]["allow_subscribe"], known_client_ids=self.known_client_ids)
+            try:
+                row, password = self.client.create_client(
+                    action["label"], allow_publish=action["fields"]["allow_publish"],
+                    allow_subscribe=action["fields"]["allow_subscribe"], known_client_ids=self.known_client_ids)
+            except PortalError as err:
+                if getattr(err, "created", False):  # created, but not identified: the password still goes out
+                    self.done.append(action)
+                    if err.password is not None:
+                        self.keep_password(err.password)
+                raise
             self.row = row
             self.done.append(dict(action, client_id=row["client_id"]))
             if password is None:
@@ -293,11 +300,13 @@ class Run(object):
             self.done.append(action)
         else:
             if kind == "update":
-                self.row = self.client.update_client(cid, **action["fields"])
+                answered = self.client.update_client(cid, **action["fields"])
             elif kind == "pause":
-                self.row = self.client.pause_client(cid)
+                answered = self.client.pause_client(cid)
             else:
-                self.row = self.client.resume_client(cid)
+                answered = self.client.resume_client(cid)
+            # An answer without a row (204) is success: the row is what the action makes of it.
+            self.row = answered or apply_action(self.row, action)
             self.done.append(action)
 
     def rotate(self, action):

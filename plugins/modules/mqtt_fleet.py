@@ -262,7 +262,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_actions, check_label, check_not_null, count_actions, plan_fleet, rotated_elsewhere)
+    PlanError, apply_action, apply_actions, check_label, check_not_null, count_actions, plan_fleet, rotated_elsewhere)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import GuardError, StoreClaims
@@ -356,7 +356,8 @@ class FleetRun(object):
                     % (type(exc).__name__, self.client.scrub(str(exc))), kind="protocol", may_have_acted=True)
                 with self._lock:
                     self.errors.append((action, err))
-                    if action["action"] in ("create", "rotate") and err.unclean:
+                    # A create whose answer held the password but no id is kept (credentials), not unconfirmed.
+                    if action["action"] in ("create", "rotate") and err.unclean and getattr(err, "password", None) is None:
                         self.unconfirmed.add(action["label"])
                 self._stop.set()
                 return
@@ -367,7 +368,14 @@ class FleetRun(object):
         cid = action["client_id"] or (row or {}).get("client_id")
         if kind == "create":
             # The plan creates only labels absent from the list we just read: no re-list needed.
-            row, password = self.client.create_client(label, known_client_ids=set(), **action["fields"])
+            try:
+                row, password = self.client.create_client(label, known_client_ids=set(), **action["fields"])
+            except PortalError as err:
+                if getattr(err, "created", False):  # created, but not identified: the password still goes out
+                    self._record(label, None, action)
+                    if err.password is not None:
+                        self._keep(label, {"client_id": None}, err.password)
+                raise
             self._record(label, row, dict(action, client_id=row["client_id"]))
             if password is None:
                 self.module.warn("The portal created client %s (%s) but its answer was lost; rotating to recover a password."
@@ -386,12 +394,11 @@ class FleetRun(object):
         elif kind == "delete":
             self.client.delete_client(cid)
             self._record(label, None, action)
-        elif kind == "update":
-            self._record(label, self.client.update_client(cid, **action["fields"]), action)
-        elif kind == "pause":
-            self._record(label, self.client.pause_client(cid), dict(action, client_id=cid))
         else:
-            self._record(label, self.client.resume_client(cid), action)
+            call = {"update": self.client.update_client, "pause": self.client.pause_client, "resume": self.client.resume_client}[kind]
+            action = dict(action, client_id=cid)
+            # An answer without a row (204) is success: the row is what the action makes of it.
+            self._record(label, call(cid, **action["fields"]) or apply_action(row, action), action)
 
     def rotate(self, label, cid, action):
         partial, password = self.client.rotate_password(cid)

@@ -352,6 +352,8 @@ class Runner(object):
             row, password = client.create_subscriber(action["label"], action["fields"]["expires_in_days"], known_ids=known)
         except PortalError as err:
             msg = plan_limit_message(err, subscribers, now) if err.kind == "plan_limit" else err.msg
+            if getattr(err, "password", None) is not None:  # created, but not identified: the password still goes out
+                self.fail("created read-only subscriber %r: %s" % (action["label"], msg), err, password=err.password)
             if revoked is not None:
                 self.fail("revoked read-only subscriber %s (label %r, reason: %s), but creating its replacement failed, "
                           "so no subscriber with this label exists now; fix the cause and rerun the task to create one. "

@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from emulator import models
+from emulator import dialects, models
 from emulator.store import TOKEN_PREFIX, BrokerUnavailable, NotFound, PlanLimit, Store
 
 API = "/api/v1/subscriber"
@@ -32,12 +32,8 @@ class ApiError(Exception):
         self.status, self.detail, self.code, self.headers, self.extra = status, detail, code, headers, extra
 
 
-def _error(status, detail, code=None, headers=None, **extra):
-    body = {"detail": detail}
-    if code:
-        body["code"] = code
-    body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers)
+def _error(status, detail, code=None, headers=None, dialect="default", **extra):
+    return JSONResponse(dialects.error_body(dialect, detail, code, extra), status_code=status, headers=headers)
 
 
 class RateLimiter:
@@ -102,17 +98,18 @@ class FaultState:
         with self.lock:
             self.config = config
 
-    def before(self, method):
+    def before(self, method, dialect="default"):
         """An injected answer for this request, or None."""
         with self.lock:
             cfg = self.config
             if cfg.burst_429 > 0:
                 cfg.burst_429 -= 1
-                return _error(429, "rate limited (injected burst)", "rate_limited", {"Retry-After": "1"})
+                return _error(429, "rate limited (injected burst)", "rate_limited", {"Retry-After": "1"}, dialect)
             if cfg.error_rate and random.random() < cfg.error_rate:
-                return _error(random.choice(cfg.error_statuses), "injected fault", "injected_fault")
+                return _error(random.choice(cfg.error_statuses), "injected fault", "injected_fault", dialect=dialect)
             if method != "GET" and cfg.fail_after_creates is not None and cfg.fail_after_creates <= 0:
-                return _error(503, "the portal is unavailable (injected: fail_after_creates); try again later", "unavailable")
+                return _error(503, "the portal is unavailable (injected: fail_after_creates); try again later", "unavailable",
+                              dialect=dialect)
         return None
 
     def truncate(self, method):
@@ -150,10 +147,13 @@ class EmulatorApp(FastAPI):
         self.faults = FaultState()
         self.counters = Counters()
         self.limiter = RateLimiter()
+        self.dialect = "default"
         return self
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
+        if scope["type"] == "http" and path in PUBLIC_PATHS and self.dialect in dialects.NO_DOCS:
+            return await Response(status_code=404)(scope, receive, send)
         if scope["type"] != "http" or not path.startswith(API + "/") or path in PUBLIC_PATHS:
             return await super().__call__(scope, receive, send)
         await self._portal_request(scope, receive, send)
@@ -180,25 +180,33 @@ class EmulatorApp(FastAPI):
         if latency:
             await asyncio.sleep(latency)
         account = await run_in_threadpool(self.store.account_for_token, token) if token else None
+        dialect = self.dialect
         if account is None:
-            response = _error(401, "API token missing, malformed, unknown, revoked or expired; send "
-                              "'Authorization: Bearer isr_mqtt_rest_...' with an active token", "token_invalid",
-                              {"WWW-Authenticate": "Bearer"})
+            if dialect == "link":  # a portal that sends a bad token to its login page
+                response = Response(status_code=302, headers={"Location": "/login?next=" + scope["path"]})
+            else:
+                response = _error(401, "API token missing, malformed, unknown, revoked or expired; send "
+                                  "'Authorization: Bearer isr_mqtt_rest_...' with an active token", "token_invalid",
+                                  {"WWW-Authenticate": "Bearer"}, dialect)
             return await response(scope, receive, send)
         dummy, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"], consume=False)
-        response = self.faults.before(method)
+        response = self.faults.before(method, dialect)
         if response is None:
             allowed, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"])
             if not allowed:
                 reset = limit_headers["X-RateLimit-Reset"]
                 response = _error(429, "request budget of %s per window used up; retry after %ss"
-                                  % (account["hourly_budget"], reset), "rate_limited", {"Retry-After": str(max(1, int(reset)))})
+                                  % (account["hourly_budget"], reset), "rate_limited", {"Retry-After": str(max(1, int(reset)))},
+                                  dialect)
             elif not account["mgmt_addon"]:
                 response = _error(403, "this account lacks the Mgmt REST API add-on; enable it under Subscriptions "
-                                  "in the portal", "addon_required")
+                                  "in the portal", "addon_required", dialect=dialect)
             elif allowed_methods:
-                response = _error(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed_methods)})
+                response = _error(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed_methods)}, dialect=dialect)
+        limit_headers = dialects.rate_headers(dialect, limit_headers)
         if response is not None:
+            if dialect == "offset" and "retry-after" in response.headers:
+                del response.headers["retry-after"]
             response.headers.update(limit_headers)
             return await response(scope, receive, send)
 
@@ -262,7 +270,11 @@ def portal_router():
     router = APIRouter(prefix=API)
 
     @router.get("/publishers", response_model=models.ClientPage, responses=COMMON, tags=["MQTT clients"])
-    def list_clients(page: int = PageNo, page_size: int = PageSize, account=Depends(_account), store=Depends(_store)):
+    def list_clients(request: Request, page: int = PageNo, page_size: int = PageSize, account=Depends(_account),
+                     store=Depends(_store)):
+        if request.app.dialect != "default":
+            return dialects.list_answer(request, request.app.dialect, lambda p, s: store.list_clients(account["id"], p, s),
+                                        "/publishers", dialects.client_row)
         items, total = store.list_clients(account["id"], page, page_size)
         return {"items": items, "page": page, "page_size": page_size, "total": total,
                 "next": _next("/publishers", page, page_size, total)}
@@ -270,21 +282,30 @@ def portal_router():
     @router.post("/publishers", status_code=201, response_model=models.ClientCreated, responses={**WRITE, **PLAN_LIMIT, **BODY},
                  tags=["MQTT clients"])
     def create_client(body: models.ClientCreate, request: Request, account=Depends(_account), store=Depends(_store)):
+        dialect = request.app.dialect
+        if dialect == "link" and "allow_publish" in body.model_fields_set:  # only what the docs show is accepted
+            raise ApiError(422, [{"loc": ["body", "allow_publish"], "msg": "Extra inputs are not permitted",
+                                  "type": "extra_forbidden"}])
         row, password = store.create_client(account, body.label, body.allow_publish, body.allow_subscribe)
         request.app.faults.after_create(request.scope)
+        if dialect != "default":
+            return JSONResponse(dialects.created_client(dialect, row, password), status_code=201)
         return {"device": dict(row, password=password), "publish_topic": row["history_topic_prefix"] + "/"}
 
     @router.get("/publishers/{client_id}", response_model=models.ClientRow, responses={**COMMON, **NOT_FOUND},
                 tags=["MQTT clients"])
-    def get_client(client_id: str, account=Depends(_account), store=Depends(_store)):
-        return store.get_client(account["id"], client_id)
+    def get_client(client_id: str, request: Request, account=Depends(_account), store=Depends(_store)):
+        row = store.get_client(account["id"], client_id)
+        return row if request.app.dialect == "default" else JSONResponse(dialects.client_row(request.app.dialect, row))
 
     @router.patch("/publishers/{client_id}", response_model=models.ClientRow, tags=["MQTT clients"],
                   responses={**WRITE, **NOT_FOUND, **BODY, 405: _err(models.Error, "this portal offers no PATCH")})
-    def update_client(client_id: str, body: models.ClientUpdate, account=Depends(_account), store=Depends(_store)):
+    def update_client(client_id: str, body: models.ClientUpdate, request: Request, account=Depends(_account),
+                      store=Depends(_store)):
         if not account["patch_supported"]:
             raise ApiError(405, "Method Not Allowed", headers={"Allow": "GET, DELETE"})
-        return store.update_client(account["id"], client_id, body.allow_publish, body.allow_subscribe)
+        row = store.update_client(account["id"], client_id, body.allow_publish, body.allow_subscribe)
+        return row if request.app.dialect == "default" else dialects.write_answer(request.app.dialect, row)
 
     @router.delete("/publishers/{client_id}", status_code=204, response_class=Response,
                    responses={**WRITE, **NOT_FOUND}, tags=["MQTT clients"])
@@ -294,18 +315,22 @@ def portal_router():
 
     @router.post("/publishers/{client_id}/pause", response_model=models.ClientRow, responses={**WRITE, **NOT_FOUND},
                  tags=["MQTT clients"])
-    def pause_client(client_id: str, account=Depends(_account), store=Depends(_store)):
-        return store.set_paused(account["id"], client_id, True)
+    def pause_client(client_id: str, request: Request, account=Depends(_account), store=Depends(_store)):
+        row = store.set_paused(account["id"], client_id, True)
+        return row if request.app.dialect == "default" else dialects.write_answer(request.app.dialect, row)
 
     @router.post("/publishers/{client_id}/resume", response_model=models.ClientRow, responses={**WRITE, **NOT_FOUND},
                  tags=["MQTT clients"])
-    def resume_client(client_id: str, account=Depends(_account), store=Depends(_store)):
-        return store.set_paused(account["id"], client_id, False)
+    def resume_client(client_id: str, request: Request, account=Depends(_account), store=Depends(_store)):
+        row = store.set_paused(account["id"], client_id, False)
+        return row if request.app.dialect == "default" else dialects.write_answer(request.app.dialect, row)
 
     @router.post("/publishers/{client_id}/rotate-credentials", response_model=models.Rotated,
                  responses={**WRITE, **NOT_FOUND}, tags=["MQTT clients"])
-    def rotate_client(client_id: str, account=Depends(_account), store=Depends(_store)):
+    def rotate_client(client_id: str, request: Request, account=Depends(_account), store=Depends(_store)):
         row, password = store.rotate_client(account["id"], client_id)
+        if request.app.dialect != "default":
+            return JSONResponse(dialects.rotated(request.app.dialect, row, password))
         return {"client_id": row["client_id"], "username": row["username"], "password": password,
                 "rotated_at": row["rotated_at"]}
 
@@ -314,11 +339,17 @@ def portal_router():
     def create_subscriber(body: models.SubscriberCreate, request: Request, account=Depends(_account), store=Depends(_store)):
         subscriber = store.create_subscriber(account, body.label, body.expires_in_days)
         request.app.faults.after_create(request.scope)
+        if request.app.dialect != "default":
+            return JSONResponse(dialects.subscriber_row(request.app.dialect, subscriber), status_code=201)
         return subscriber
 
     @router.get("/subscriber-mqtt-passwords", response_model=models.SubscriberPage, responses=COMMON,
                 tags=["Read-only subscribers"])
-    def list_subscribers(page: int = PageNo, page_size: int = PageSize, account=Depends(_account), store=Depends(_store)):
+    def list_subscribers(request: Request, page: int = PageNo, page_size: int = PageSize, account=Depends(_account),
+                         store=Depends(_store)):
+        if request.app.dialect != "default":
+            return dialects.list_answer(request, request.app.dialect, lambda p, s: store.list_subscribers(account["id"], p, s),
+                                        "/subscriber-mqtt-passwords", dialects.subscriber_row)
         items, total = store.list_subscribers(account["id"], page, page_size)
         return {"items": items, "page": page, "page_size": page_size, "total": total,
                 "next": _next("/subscriber-mqtt-passwords", page, page_size, total)}
@@ -385,6 +416,15 @@ def control_router():
         ok, reason = store.verify(body.username, body.password)
         return {"ok": ok, "reason": reason}
 
+    @router.put("/dialect")
+    def set_dialect(body: models.Dialect, request: Request):
+        request.app.dialect = body.name
+        return body
+
+    @router.get("/dialect")
+    def get_dialect(request: Request):
+        return {"name": request.app.dialect}
+
     @router.get("/state")
     def state(store=Depends(_store), account_id: Optional[str] = None):
         return store.state(account_id)
@@ -392,28 +432,29 @@ def control_router():
     return router
 
 
-def create_app(db=":memory:", broker=None, record_secrets=None):
-    """The emulator app with an empty store; `app.store.create_account()` seeds an account."""
+def create_app(db=":memory:", broker=None, record_secrets=None, dialect="default"):
+    """The emulator app with an empty store; `app.store.create_account()` seeds an account. ``dialect``: see dialects.py."""
     app = EmulatorApp(title="iShareRadio MQTT portal (emulator)", version="1.0",
                       description="Mgmt REST API as served by the isr.mqtt test emulator (see docs/api-contract.md).",
                       docs_url=API + "/docs", openapi_url=API + "/openapi.json", redoc_url=None)
     app.reset(db, broker=broker, record_secrets=record_secrets)
+    app.dialect = dialect
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc):
-        return _error(exc.status, exc.detail, exc.code, exc.headers, **exc.extra)
+        return _error(exc.status, exc.detail, exc.code, exc.headers, request.app.dialect, **exc.extra)
 
     @app.exception_handler(NotFound)
     async def not_found(request, exc):
-        return _error(404, str(exc), "not_found")
+        return _error(404, str(exc), "not_found", dialect=request.app.dialect)
 
     @app.exception_handler(PlanLimit)
     async def plan_limit(request, exc):
-        return _error(409, str(exc), "plan_limit", limit=exc.limit, active=exc.active)
+        return _error(409, str(exc), "plan_limit", dialect=request.app.dialect, limit=exc.limit, active=exc.active)
 
     @app.exception_handler(BrokerUnavailable)
     async def broker_unavailable(request, exc):
-        return _error(503, str(exc), "broker_unavailable")
+        return _error(503, str(exc), "broker_unavailable", dialect=request.app.dialect)
 
     portal = portal_router()
     app.portal_routes = portal.routes  # route templates for the counters

@@ -31,6 +31,10 @@ class EmulatorControl:
         """Unset fields go back to their defaults (no faults)."""
         return self._call("PUT", "/faults", faults)
 
+    def set_dialect(self, name):
+        """Serve the answer shapes of dialect ``name`` (emulator.dialects.DIALECTS) from now on."""
+        return self._call("PUT", "/dialect", {"name": name})
+
     def counters(self, token=None):
         return self._call("GET", "/counters", params={"token": token} if token else None)
 

@@ -1,5 +1,5 @@
 """Request and response models of the emulated portal; they make the OpenAPI document exact."""
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Literal, Optional
 
 from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
@@ -22,6 +22,10 @@ ExpiresInDays = Annotated[int, Ge(1), Le(3650), BeforeValidator(_json_integer)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Dialect(Strict):
+    name: Literal["default", "cursor", "link", "offset", "unknown"]  # emulator.dialects.DIALECTS
 
 
 class ClientCreate(Strict):

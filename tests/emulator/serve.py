@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script from any cwd: make the `emulato
 
 from emulator import runner  # noqa: E402
 from emulator.app import create_app  # noqa: E402
+from emulator.dialects import DIALECTS  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -35,6 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     parser.add_argument("--broker", action="store_true", help="run a Mosquitto broker behind the portal")
     parser.add_argument("--record-secrets", help="append every issued password and token to this file (tests only)")
+    parser.add_argument("--dialect", default="default", choices=DIALECTS,
+                        help="answer shapes to serve (see tests/emulator/dialects.py); default: %(default)s")
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)
 
@@ -62,7 +65,7 @@ def main(argv=None):
         broker = Broker(workdir)
         broker.start()
     try:
-        app = create_app(args.db, broker=broker, record_secrets=args.record_secrets)
+        app = create_app(args.db, broker=broker, record_secrets=args.record_secrets, dialect=args.dialect)
         account_id, token = app.store.create_account(
             mgmt_addon=not args.no_mgmt_addon, max_clients=args.max_clients, max_subscribers=args.max_subscribers,
             hourly_budget=args.hourly_budget, window_seconds=args.window_seconds)

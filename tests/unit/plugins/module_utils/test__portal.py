@@ -267,9 +267,9 @@ def test_list_refuses_a_next_link_to_another_host():
 
 @pytest.mark.parametrize("fields, paused", [
     ({"paused": True}, True), ({"paused": False}, False), ({"is_paused": True}, True), ({"pause": "true"}, True),
-    ({"paused": 1}, True), ({"paused": "no"}, False), ({"paused": "maybe"}, False),
-    ({"status": "paused"}, True), ({"status": "active"}, False), ({"state": "PAUSED"}, True), ({"state": "weird"}, False),
-    ({}, False), ({"paused": None, "status": "paused"}, True),
+    ({"paused": 1}, True), ({"paused": "no"}, False),
+    ({"status": "paused"}, True), ({"status": "active"}, False), ({"state": "PAUSED"}, True),
+    ({"paused": None, "status": "paused"}, True), ({"enabled": False}, True), ({"active": True}, False),
 ])
 def test_pause_flag_variants(fields, paused):
     data = row()
@@ -280,7 +280,7 @@ def test_pause_flag_variants(fields, paused):
 
 
 def test_row_defaults_and_id_variant():
-    h = Harness([(200, [{"id": "pub-x", "label": "l"}])])
+    h = Harness([(200, [{"id": "pub-x", "label": "l", "paused": False}])])
     got = h.client.list_clients()[0]
     assert got["client_id"] == "pub-x" and got["username"] == "pub-x"
     assert got["allow_publish"] is True and got["allow_subscribe"] is False
@@ -307,7 +307,7 @@ def test_create_client_password_and_row_variants(answer):
     client, password = h.client.create_client("dev-1", allow_subscribe=True, known_client_ids=set())
     assert password == "pw"
     assert client["client_id"] == "pub-000000000001" and client["publish_topic"] == "acc/pub-000000000001/"
-    assert h.calls[0]["body"] == {"label": "dev-1", "allow_publish": True, "allow_subscribe": True}
+    assert h.calls[0]["body"] == {"label": "dev-1", "allow_subscribe": True}
     assert h.calls[0]["method"] == "POST" and h.calls[0]["url"] == BASE + "/publishers"
 
 
@@ -392,11 +392,13 @@ def test_create_500_is_not_retried_but_warns_it_may_have_happened():
     assert info.value.kind == "server" and "may have created it" in info.value.msg and len(h.calls) == 1
 
 
-def test_empty_answer_where_a_row_is_expected():
-    h = Harness([(200, b"")])
-    with pytest.raises(PortalError) as info:
-        h.client.pause_client("pub-1")
-    assert info.value.kind == "protocol"
+@pytest.mark.parametrize("answer", [(204, b""), (200, b""), (200, {"ok": True})])
+def test_pause_resume_and_update_answers_without_a_row_are_success(answer):
+    for call in (lambda c: c.pause_client("pub-1"), lambda c: c.resume_client("pub-1"),
+                 lambda c: c.update_client("pub-1", allow_subscribe=True)):
+        h = Harness([answer])
+        assert call(h.client) is None
+        assert len(h.calls) == 1
 
 
 def test_create_answer_that_is_not_an_object():
@@ -564,8 +566,20 @@ def test_no_retries_when_max_retries_is_zero():
     assert len(h.calls) == 1 and "Gave up" not in info.value.msg
 
 
-def test_500_and_4xx_are_not_retried():
-    for status in (500, 400, 401, 404, 409):
+def test_500_is_retried_for_idempotent_requests_only():
+    h = Harness([(500, {"detail": "proxy"}), (200, [])])
+    assert h.client.list_clients() == [] and len(h.calls) == 2
+    h = Harness([(500, {"detail": "proxy"}), (204, b"")])
+    h.client.delete_client("pub-1")
+    assert len(h.calls) == 2
+    h = Harness([(500, {"detail": "proxy"})])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert len(h.calls) == 1 and "may have created it" in info.value.msg
+
+
+def test_4xx_are_not_retried():
+    for status in (400, 401, 404, 409):
         h = Harness(lambda request: (status, {"detail": "no"}))
         with pytest.raises(PortalError):
             h.client.pause_client("pub-1")
@@ -585,7 +599,8 @@ def test_429_waits_retry_after_and_warns():
 def test_429_without_retry_after_waits_a_minimum():
     h = Harness([(429, {}), (429, {}, {"Retry-After": "soon"}), (200, [])])
     h.client.list_clients()
-    assert h.sleeps == [1.0, 1.0]
+    assert h.sleeps == [1.0, 2.0]
+    assert "without Retry-After or a rate-limit reset header" in h.warnings[0]
 
 
 def test_429_past_the_ceiling_fails_without_waiting():
@@ -665,7 +680,7 @@ def test_concurrent_waits_for_the_same_moment_count_once():
     (500, ["list body"], "server", ["500"]),
 ])
 def test_error_messages(status, body, kind, words):
-    h = Harness([(status, body)])
+    h = Harness([(status, body)], max_retries=0)
     with pytest.raises(PortalError) as info:
         h.client.get_client("pub-1")
     err = info.value
@@ -953,3 +968,93 @@ def test_without_a_watch_waits_are_single_sleeps():
     h = Harness([(429, {"detail": "slow down"}, {"Retry-After": "7"}), (200, [])])
     h.client.list_clients()
     assert h.sleeps == [7.0]
+
+
+# ---------------------------------------------------------------- status handling for portals we have not seen
+
+@pytest.mark.parametrize("status, location", [(302, "https://portal.test/login?next=/api"), (301, "https://other.test/"),
+                                              (307, None)])
+def test_redirects_are_not_followed_and_name_url_or_token(status, location):
+    h = Harness([(status, "<html>login</html>", {"Location": location} if location else {})])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    err = info.value
+    assert (err.kind, err.status) == ("auth", status) and len(h.calls) == 1
+    assert "portal_url is wrong" in err.msg and "API token was not accepted" in err.msg
+    assert "next=" not in err.msg  # the query of a login URL is not repeated
+    if location:
+        assert location.split("?")[0] in err.msg
+
+
+def test_session_request_is_sent_without_following_redirects(monkeypatch):
+    h = Harness([(200, [])])
+    seen = {}
+    real = h.client.session.request
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h.client.session, "request", spy)
+    h.client.list_clients()
+    assert seen["allow_redirects"] is False
+
+
+@pytest.mark.parametrize("body", [
+    {"detail": "too many", "code": "plan_limit", "limit": 5, "active": 5},
+    {"error": {"code": "plan_limit", "message": "too many", "limit": 5, "active": 5}},
+    {"detail": {"code": "plan_limit", "msg": "too many", "limit": 5, "active": 5}},
+    {"detail": "plan_limit: too many (5 of 5)"},
+    "plan_limit exceeded",
+])
+def test_plan_limit_is_recognised_wherever_the_code_sits(body):
+    h = Harness([(409 if not isinstance(body, str) else 403, body)])
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "plan_limit" and "Plan limit reached" in info.value.msg
+
+
+def test_429_without_retry_after_waits_for_the_reset_header_and_names_it():
+    h = Harness([(429, {}, {"X-RateLimit-Reset": "7"}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [7.0]
+    assert "X-RateLimit-Reset: 7 (no Retry-After)" in h.warnings[0] and "Retry-After:" not in h.warnings[0]
+
+
+def test_429_reset_as_unix_time():
+    h = Harness([(429, {}, {"X-RateLimit-Reset": "1800000012"}), (200, [])])
+    h.client._wallclock = lambda: 1800000000.0
+    h.client.list_clients()
+    assert h.sleeps == [12.0]
+
+
+@pytest.mark.parametrize("reset", ["20", "1800000020"])
+def test_remaining_zero_with_reset_as_seconds_or_unix_time(reset):
+    h = Harness([(200, [], {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}), (200, [])])
+    h.client._wallclock = lambda: 1800000000.0
+    h.client.list_clients()
+    h.client.list_clients()
+    assert h.sleeps == [20.0]
+    assert "X-RateLimit-Remaining is 0 until X-RateLimit-Reset" in h.warnings[0]
+
+
+def test_ietf_ratelimit_headers_are_read_and_named():
+    h = Harness([(200, [], {"RateLimit-Remaining": "0", "RateLimit-Reset": "5"}), (200, [])])
+    h.client.list_clients()
+    assert h.client.rate_headers == {"RateLimit-Remaining": "0", "RateLimit-Reset": "5"}
+    h.client.list_clients()
+    assert h.sleeps == [5.0] and "RateLimit-Remaining is 0 until RateLimit-Reset" in h.warnings[0]
+
+
+def test_create_sends_allow_publish_only_when_false():
+    h = Harness([(201, {"device": dict(row(), password="pw")}), (201, {"device": dict(row(), password="pw")})])
+    h.client.create_client("dev-1", known_client_ids=set())
+    h.client.create_client("dev-1", allow_publish=False, known_client_ids=set())
+    assert [c["body"] for c in h.calls] == [{"label": "dev-1", "allow_subscribe": False},
+                                            {"label": "dev-1", "allow_subscribe": False, "allow_publish": False}]
+
+
+@pytest.mark.parametrize("call", [lambda c: c.delete_client("pub-1"), lambda c: c.revoke_subscriber("sub-1")])
+def test_delete_answered_204_is_success(call):
+    h = Harness([(204, b"")])
+    assert call(h.client) is None and len(h.calls) == 1

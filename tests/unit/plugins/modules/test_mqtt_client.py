@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from ansible_collections.isr.mqtt.plugins.module_utils import _secret_file
-from ansible_collections.isr.mqtt.plugins.modules import mqtt_client, mqtt_client_info
+from ansible_collections.isr.mqtt.plugins.module_utils import _reader, _secret_file
+from ansible_collections.isr.mqtt.plugins.modules import mqtt_client, mqtt_client_info, mqtt_fleet
 
 
 @pytest.fixture
@@ -179,3 +179,55 @@ def test_write_secret_file_refuses_a_path_that_became_a_device_or_link(tmp_path)
     assert os.path.islink(str(link)) and not (tmp_path / "target").exists()
     with pytest.raises(OSError, match="not a regular file"):
         _secret_file.write_secret_file("/dev/null", "secret")
+
+
+# ---------------------------------------------------------------- create answers without an id (issue 13)
+
+@pytest.fixture
+def no_id_in_create_answers(emulator, monkeypatch):
+    """The emulator answers creates as the portal's docs show (no id), and publish_topic is not readable."""
+    emulator.control.set_dialect("link")
+    monkeypatch.setattr(_reader, "client_id_from_publish_topic", lambda topic: None)
+
+
+def login_of(emulator, label):
+    emulator.control.set_dialect("default")
+    failed, info = mqtt_client_info_run(emulator, label)
+    assert not failed and len(info["clients"]) == 1
+    return info["clients"][0]["client_id"]
+
+
+def mqtt_client_info_run(emulator, label):
+    from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalClient
+    rows = [r for r in PortalClient(emulator.url, emulator.token).list_clients() if r["label"] == label]
+    return False, {"clients": rows}
+
+
+def test_create_answer_without_id_is_identified_by_relisting(run, emulator, no_id_in_create_answers):
+    failed, result = run(label="unit-noid-1")
+    assert not failed, result
+    assert "re-listing identified it" in json.dumps(result.get("warnings")), result.get("warnings")
+    assert result["client"]["client_id"] == login_of(emulator, "unit-noid-1")
+    assert verify(emulator, result["client"]["client_id"], result["password"])
+    assert emulator.control.state()["labels"] == {"unit-noid-1": 1}
+
+
+@pytest.mark.parametrize("module", [mqtt_client, mqtt_fleet])
+def test_unidentified_create_still_hands_over_the_password(run, emulator, no_id_in_create_answers, monkeypatch, module):
+    real = _reader.read_created_client
+
+    def then_refuse_the_relist(*args, **kwargs):
+        emulator.control.set_dialect("unknown")  # the re-list meets a continuation it must refuse
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_reader, "read_created_client", then_refuse_the_relist)
+    args = {"label": "unit-noid-2"} if module is mqtt_client else {"clients": [{"label": "unit-noid-2"}]}
+    failed, result = run(module, **args)
+    assert failed and "store it now" in result["msg"] and "re-listing failed" in result["msg"]
+    if module is mqtt_client:
+        password = result["password"]
+    else:
+        password = result["credentials"]["unit-noid-2"]["password"]
+        assert result["credentials"]["unit-noid-2"]["client_id"] is None
+        assert "unit-noid-2" not in result.get("unconfirmed", [])
+    assert verify(emulator, login_of(emulator, "unit-noid-2"), password)

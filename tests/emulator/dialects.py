@@ -1,0 +1,138 @@
+"""Alternative answer shapes ("dialects") the emulator can serve, so tests can meet portals we have not seen.
+
+The real portal's docs leave list envelopes, pagination, field names and several answers open
+(docs/api-contract.md). Each dialect picks other plausible answers to those questions; the data
+behind them is the same store. Non-default dialects serve small pages (PAGE_CAP rows) so that every
+list spans several pages.
+
+- default: lists `{"items", "page", "page_size", "total", "next"}`; rows with `label`, `paused`;
+  the answers of docs/api-contract.md.
+- cursor: lists `{"data": [...], "next_cursor": "..."/null}` (sent back as `?cursor=`); rows with `name`, `enabled`.
+- link: a bare array + `Link: <...>; rel="next"`; rows with `label`, `status`; the create answer exactly as
+  the seed page shows it (`{"device": {"password"}, "publish_topic"}`, no id); rotate `{"password"}`; 204 to
+  pause/resume/PATCH; create refuses fields beyond label/allow_subscribe (422); a bad token is redirected (302)
+  to a login page; no OpenAPI document.
+- offset: lists `{"results", "offset", "limit", "total"}` (`?offset=&limit=`); rows with `id`, `is_paused`;
+  errors `{"error": {"code", "message"}}`; `X-RateLimit-Reset` a Unix time; 429 without `Retry-After`.
+- unknown: lists `{"items": [...], "continuation": "..."}`: a continuation no reader should guess, so
+  clients must refuse to write.
+"""
+import base64
+import time
+
+from fastapi.responses import JSONResponse, Response
+
+API = "/api/v1/subscriber"
+DIALECTS = ("default", "cursor", "link", "offset", "unknown")
+PAGE_CAP = 2
+NO_DOCS = ("link",)
+
+
+def _query_int(request, name, default, low=0):
+    try:
+        value = int(request.query_params.get(name, default))
+    except ValueError:
+        value = default
+    return max(low, value)
+
+
+def _cursor(offset):
+    return base64.urlsafe_b64encode(("o%d" % offset).encode()).decode()
+
+
+def _offset_of_cursor(cursor):
+    try:
+        return max(0, int(base64.urlsafe_b64decode(cursor.encode()).decode()[1:]))
+    except (ValueError, UnicodeDecodeError):
+        return 0
+
+
+def client_row(dialect, row):
+    row = dict(row)
+    if dialect == "cursor":
+        row["name"] = row.pop("label")
+        row["enabled"] = not row.pop("paused")
+    elif dialect == "link":
+        row["status"] = "paused" if row.pop("paused") else "active"
+    elif dialect == "offset":
+        row["id"] = row.pop("client_id")
+        row["is_paused"] = row.pop("paused")
+    return row
+
+
+def subscriber_row(dialect, row):
+    row = dict(row)
+    if dialect == "cursor":
+        row["name"] = row.pop("label")
+    return row
+
+
+def list_answer(request, dialect, fetch, path, shape):
+    """One list page in the dialect; ``fetch(page, page_size) -> (rows, total)`` reads the store."""
+    size = min(PAGE_CAP, _query_int(request, "limit" if dialect == "offset" else "page_size", PAGE_CAP, 1))
+    if dialect == "cursor":
+        offset = _offset_of_cursor(request.query_params.get("cursor", ""))
+    elif dialect == "offset":
+        offset = _query_int(request, "offset", 0)
+    else:
+        offset = (_query_int(request, "page", 1, 1) - 1) * size
+    size = max(1, size)
+    page = offset // size + 1
+    rows, total = fetch(page, size)
+    rows = [shape(dialect, r) for r in rows]
+    more = offset + len(rows) < total
+    if dialect == "cursor":
+        return JSONResponse({"data": rows, "next_cursor": _cursor(offset + size) if more else None})
+    if dialect == "link":
+        headers = {"Link": '<%s%s?page=%d&page_size=%d>; rel="next"' % (API, path, page + 1, size)} if more else {}
+        return JSONResponse(rows, headers=headers)
+    if dialect == "offset":
+        return JSONResponse({"results": rows, "offset": offset, "limit": size, "total": total})
+    return JSONResponse({"items": rows, "continuation": "t%d" % (page + 1) if more else None})
+
+
+def created_client(dialect, row, password):
+    if dialect == "link":  # exactly what the seed page documents: no id in the answer
+        return {"device": {"password": password}, "publish_topic": row["history_topic_prefix"] + "/"}
+    return {"device": dict(client_row(dialect, row), password=password), "publish_topic": row["history_topic_prefix"] + "/"}
+
+
+def rotated(dialect, row, password):
+    if dialect == "link":
+        return {"password": password}
+    answer = {"client_id": row["client_id"], "username": row["username"], "password": password, "rotated_at": row["rotated_at"]}
+    if dialect == "offset":
+        answer["id"] = answer.pop("client_id")
+    return answer
+
+
+def write_answer(dialect, row):
+    """The answer to pause/resume/patch."""
+    if dialect == "link":
+        return Response(status_code=204)
+    return JSONResponse(client_row(dialect, row))
+
+
+def error_body(dialect, detail, code=None, extra=None):
+    if dialect == "offset":
+        error = {"message": detail}
+        if code:
+            error["code"] = code
+        error.update(extra or {})
+        return {"error": error}
+    body = {"detail": detail}
+    if code:
+        body["code"] = code
+    body.update(extra or {})
+    return body
+
+
+def rate_headers(dialect, headers):
+    """The offset dialect gives the reset as a Unix time and never sends Retry-After."""
+    if dialect != "offset":
+        return headers
+    headers = dict(headers)
+    if "X-RateLimit-Reset" in headers:
+        headers["X-RateLimit-Reset"] = str(int(time.time()) + int(headers["X-RateLimit-Reset"]))
+    headers.pop("Retry-After", None)
+    return headers
