@@ -109,6 +109,19 @@ demo_broker() {
     --listener-user "$demo/demo-listener.user" --listener-password-file "$demo/demo-listener.pass"
 }
 
+# isr.mqtt.device: deliver credentials to device hosts, which then publish (needs the broker and its clients).
+demo_devices() {
+  [ "${#broker_flag[@]}" -gt 0 ] || return 0
+  if command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1; then
+    echo
+    echo "== isr.mqtt.device delivers credentials to 3 device hosts; each publishes with its file, a subscriber hears all"
+    ansible-playbook -i localhost, playbooks/demo_devices.yml --vault-id "demo@$vault_pass" \
+      -e "demo_dir=$demo" -e "demo_store=$store" -e "demo_state=$state"
+  else
+    echo "mosquitto_pub/mosquitto_sub not installed: skipping the device delivery (apt-get install mosquitto-clients)"
+  fi
+}
+
 # What to try next. Every command is printed after `source demo/env.sh`, with paths relative to the
 # repository root, so it works when pasted into a new shell there.
 demo_next_steps() {
@@ -134,6 +147,6 @@ demo_next_steps() {
   fi
 }
 
-for step in demo_start_emulator demo_write_env demo_fleet demo_broker demo_next_steps; do
+for step in demo_start_emulator demo_write_env demo_fleet demo_broker demo_devices demo_next_steps; do
   "$step"
 done

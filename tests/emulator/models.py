@@ -137,6 +137,7 @@ class Faults(Strict):
     drop_after_create: int = 0
     burst_429: int = 0
     fail_after_creates: Optional[int] = None
+    truncate_writes: int = 0
 
 
 class Clock(Strict):

@@ -5,7 +5,7 @@ import pytest
 from ansible.module_utils import _internal
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal, _run_guard
 
 
 @pytest.fixture
@@ -20,8 +20,11 @@ def run_module(emulator, capsys, monkeypatch):
     def run(module, **args):
         args = dict(dict(portal_url=emulator.url, api_token=emulator.token), **args)
         with patch_module_args(args):
-            with pytest.raises(SystemExit) as exit_info:
-                module.main()
+            try:
+                with pytest.raises(SystemExit) as exit_info:
+                    module.main()
+            finally:
+                _run_guard.release_all()  # a module process would end here, and the kernel would release its locks
         result = json.loads(capsys.readouterr().out)
         assert emulator.token not in json.dumps(result)
         return exit_info.value.code != 0, result
