@@ -70,7 +70,7 @@ def shell(checkout, tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ANSIBLE_", "ISR_", "DEMO_", "VIRTUAL_ENV", "PYTHON"))}
     env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin)
-    env.update(HOME=str(home), ISR_VENV=sys.prefix)
+    env.update(ISR_VENV=sys.prefix)  # HOME stays the real one (Ansible's async jobs live under it)
 
     def run(script, expect_rc=0, **extra):
         done = subprocess.run(["bash", "-c", script], cwd=str(checkout), env=dict(env, **extra), capture_output=True,
@@ -133,7 +133,7 @@ def test_quickstart_and_demo_keep(shell, checkout):
     work.mkdir()
     for name, text in files:  # the playbooks the reader saves
         (work / name).write_text(text)
-    out = shell("set -e\n" + "\n".join(runnable[1:stop_at + 1]))
+    out = shell("set -e\n" + "\n".join(runnable[1:stop_at + 1]), HOME=str(shell.home))  # ~/isr-quickstart in a temp home
     assert "site-alpha-sensor" in out and "failed=1" not in out
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
