@@ -60,6 +60,14 @@ if [ "${#broker_flag[@]}" -gt 0 ]; then
   ansible-playbook -i localhost, playbooks/demo_broker.yml -e "demo_dir=$demo"
   python scripts/demo_mqtt.py --state-file "$state" --store "$store" --vault-password-file "$vault_pass" \
     --listener-user "$demo/demo-listener.user" --listener-password-file "$demo/demo-listener.pass"
+  if command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1; then
+    echo
+    echo "== isr.mqtt.device delivers credentials to 3 device hosts; each publishes with its file, a subscriber hears all"
+    ansible-playbook -i localhost, playbooks/demo_devices.yml --vault-id "demo@$vault_pass" \
+      -e "demo_dir=$demo" -e "demo_store=$store" -e "demo_state=$state"
+  else
+    echo "mosquitto_pub/mosquitto_sub not installed: skipping the device delivery (apt-get install mosquitto-clients)"
+  fi
 fi
 
 echo
