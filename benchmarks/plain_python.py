@@ -1,6 +1,8 @@
 """Scenario 4, the limit of this machine: the same creates with no Ansible at all.
 
-    python benchmarks/plain_python.py --url URL --token TOKEN --count N [--workers 8]
+    ISR_PORTAL_TOKEN=... python benchmarks/plain_python.py --url URL --count N [--workers 8] [--token-file FILE]
+
+The token comes from ISR_PORTAL_TOKEN or --token-file, never from the command line (other users see it in ps).
 
 One requests.Session, a ThreadPoolExecutor of --workers threads. It lists every page first (on an
 empty portal: one request) and POSTs only the missing labels, so the same command is the rerun.
@@ -8,6 +10,7 @@ Prints one JSON line: {"created", "listed_pages", "seconds", "passwords"}.
 """
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,15 +24,22 @@ API = "/api/v1/subscriber/publishers"
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token-file", help="a file holding the token (default: the ISR_PORTAL_TOKEN environment variable)")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--prefix", default="bench-")
     args = parser.parse_args(argv)
+    if args.token_file:
+        with open(args.token_file) as handle:
+            token = handle.read().strip()
+    else:
+        token = os.environ.get("ISR_PORTAL_TOKEN", "").strip()
+    if not token:
+        parser.error("no token: set ISR_PORTAL_TOKEN or give --token-file")
     started = time.monotonic()
 
     session = requests.Session()
-    session.headers["Authorization"] = "Bearer " + args.token
+    session.headers["Authorization"] = "Bearer " + token
     adapter = HTTPAdapter(pool_connections=args.workers, pool_maxsize=args.workers)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -226,8 +226,8 @@ class Bench:
                 emu.reset_counters()
                 if scenario == "plain":
                     cmd = [sys.executable, str(BENCH / "plain_python.py"), "--url", emu.info["portal_url"],
-                           "--token", emu.info["token"], "--count", str(n), "--workers", "8"]
-                    result = measure(cmd, dict(os.environ), workdir, workdir / ("%s.log" % phase),
+                           "--count", str(n), "--workers", "8"]
+                    result = measure(cmd, dict(os.environ, ISR_PORTAL_TOKEN=emu.info["token"]), workdir, workdir / ("%s.log" % phase),
                                      watch=psutil.Process(emu.process.pid))
                 else:
                     name = {"uri": "uri_create.yml" if phase == "create" else "uri_rerun.yml",

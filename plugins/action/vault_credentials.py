@@ -47,13 +47,9 @@ from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import lock_dir
-
-try:  # ansible-core >= 2.19
-    from ansible.parsing.vault import EncryptedString as _EncryptedString
-    AnsibleVaultEncryptedUnicode = None
-except ImportError:  # ansible-core 2.17 / 2.18
-    _EncryptedString = None
-    from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode
+from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
+    PARALLEL_ENCRYPT_MIN, Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of,
+    vault_object)
 
 STORE_KEY = "isr_mqtt_credentials"
 FIELDS = ("client_id", "username", "publish_topic", "history_topic_prefix", "rotated_at")
@@ -61,20 +57,10 @@ HEADER = (
     "# MQTT credentials managed by isr.mqtt.vault_credentials; passwords are ansible-vault encrypted.\n"
     "# Read with ansible.builtin.include_vars (needs the vault secret). Edit with care: entries are merged by label.\n"
 )
-NO_SECRET_MSG = (
-    "no vault secret is loaded, so the MQTT passwords cannot be encrypted and nothing was written to %s. "
-    "Start the run with --vault-id LABEL@prompt or --vault-password-file FILE "
-    "(in AWX: attach a Vault credential), and pass its label as vault_id (role: fleet_vault_id) if there are several."
-)
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 LOCK_POLL_S = 0.5
-PARALLEL_ENCRYPT_MIN = 50  # below this, starting threads is not worth it
-
-
-class Vaulted(str):
-    """Ciphertext of a `!vault` scalar as read from the store (never decrypted on load)."""
 
 
 class _StoreLoader(_SafeLoader):
@@ -414,31 +400,6 @@ class RunLock(object):
             return holder
 
 
-def encrypt_many(vault, secret, vault_id, passwords):
-    """Vault-encrypt each password, each with its own random salt (never a fixed one: AES-CTR would repeat).
-
-    PBKDF2 (~4 ms CPU per value) runs in OpenSSL without the GIL, so threads on every core help: 1000 passwords on
-    2 cores took 3.8-4.0 s serially, 1.9-2.3 s in 2 threads (a fork process pool: the same, with more risk).
-    """
-    def one(password):
-        return Vaulted(to_text(vault.encrypt(password, secret, vault_id=vault_id)))
-
-    workers = os.cpu_count() or 1
-    if len(passwords) <= PARALLEL_ENCRYPT_MIN or workers < 2:
-        return [one(password) for password in passwords]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, passwords))
-
-
-def vault_object(ciphertext, secrets):
-    """A value that templates decrypt but serialisers (fact cache, callbacks) show as ciphertext."""
-    if _EncryptedString is not None:
-        return _EncryptedString(ciphertext=str(to_text(ciphertext)))
-    value = AnsibleVaultEncryptedUnicode(str(to_text(ciphertext)))
-    value.vault = VaultLib(secrets)
-    return value
-
-
 def _plaintext(value):
     """The password given to us (a str, or a vault object templated from an earlier run)."""
     if value is None:
@@ -465,18 +426,9 @@ class ActionModule(ActionBase):
     )
 
     def _secret(self, vault_id, path):
-        secrets = list(getattr(self._loader, "_vault", None) and self._loader._vault.secrets or [])
-        if vault_id:
-            for sid, secret in secrets:
-                if sid == vault_id:
-                    return secrets, sid, secret
-            raise AnsibleActionFail(
-                "vault_id %r is not among the vault secrets of this run (%s); nothing was written to %s. "
-                "Start the run with --vault-id %s@prompt (or %s@FILE), or set vault_id to one of the loaded ids"
-                % (vault_id, ", ".join(sid for sid, dummy in secrets) or "none loaded", path, vault_id, vault_id))
-        if not secrets:
-            raise AnsibleActionFail(NO_SECRET_MSG % path)
-        return secrets, secrets[0][0], secrets[0][1]
+        secrets = loaded_secrets(self._loader)
+        sid, secret = pick_secret(secrets, vault_id, path)
+        return secrets, sid, secret
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -527,19 +479,26 @@ class ActionModule(ActionBase):
                     removed.append(label)
             for label in sorted(incoming):
                 cred = incoming[label]
-                password = _plaintext(cred.get("password"))
-                if not password:
-                    skipped.append(label)
-                    continue
                 old = entries.get(label)
                 new = dict((field, None if cred.get(field) is None else to_text(cred.get(field))) for field in FIELDS)
                 if new["username"] is None:
                     new["username"] = new["client_id"]
+                # Vaulted by the modules' action plugin with this run's secret: stored as it is, never decrypted.
+                ciphertext = ciphertext_of(cred.get("password_vault")) or ciphertext_of(cred.get("password"))
+                if ciphertext and vault_id_of(ciphertext) == vault_id:
+                    if old is None or old.get("password") != ciphertext or any(old.get(f) != new[f] for f in FIELDS):
+                        entries[label] = dict(new, password=Vaulted(ciphertext))
+                        (updated if old is not None else added).append(label)
+                    continue
+                password = to_text(vault.decrypt(to_bytes(ciphertext))) if ciphertext else _plaintext(cred.get("password"))
+                if not password:
+                    skipped.append(label)
+                    continue
                 if old is not None and all(old.get(f) == new[f] for f in FIELDS) and self._same(vault, old.get("password"), password):
                     continue
                 pending.append((label, new, password))
                 (updated if old is not None else added).append(label)
-            ciphertexts = encrypt_many(vault, secret, vault_id, [password for dummy, dummy2, password in pending])
+            ciphertexts = encrypt_many(secrets, vault_id, secret, [password for dummy, dummy2, password in pending])
             for (label, new, dummy), ciphertext in zip(pending, ciphertexts):
                 entries[label] = dict(new, password=ciphertext)
 
@@ -614,7 +573,7 @@ class ActionModule(ActionBase):
         if ciphertext is not None and not is_encrypted(to_bytes(ciphertext)):
             raise AnsibleActionFail("facts_from.password_vault must be vault ciphertext ($ANSIBLE_VAULT;...): "
                                     "pass an entry of the credentials returned by isr.mqtt.vault_credentials")
-        secrets = list(getattr(self._loader, "_vault", None) and self._loader._vault.secrets or [])
+        secrets = loaded_secrets(self._loader)
         facts = dict(("mqtt_" + field, entry.get(field)) for field in FIELDS)
         facts["mqtt_password"] = vault_object(ciphertext, secrets) if ciphertext else None
         result.update(changed=False, ansible_facts=facts)

@@ -15,7 +15,8 @@ options:
     description:
       - URL of the iShareRadio MQTT SaaS portal, for example V(https://mqtt.ishareradio.com).
       - The origin is enough; a URL that already ends in C(/api/v1/subscriber) is accepted too.
-      - Must start with C(https://) (or C(http://) for a local test portal).
+      - Must start with C(https://). Plain C(http://) is accepted only to this machine (C(localhost), C(127.0.0.1), C(::1)),
+        or with O(allow_http=true).
       - If not set, the value of the E(ISR_PORTAL_URL) environment variable is used.
         The module fails when neither is set.
     type: str
@@ -24,6 +25,8 @@ options:
       - Mgmt REST API token of the portal account, a string (starts with C(isr_mqtt_rest_)), made in the portal under
         B(Settings > REST API tokens). The account needs the B(Mgmt REST API) add-on, enabled under B(Subscriptions).
       - "Sent as C(Authorization: Bearer) header; never logged or returned."
+      - Surrounding whitespace is removed (a token read from a file or made with C(ansible-vault encrypt_string) often
+        ends in a newline); a token with whitespace or control characters inside it is refused.
       - If not set, the value of the E(ISR_PORTAL_TOKEN) environment variable is used.
         The module fails when neither is set.
       - This is an HTTP token; never use it as an MQTT password.
@@ -40,6 +43,12 @@ options:
         or a TLS-inspecting proxy. Ignored when O(validate_certs=false).
       - When not set, the CA bundle of the Python C(requests) library (or E(REQUESTS_CA_BUNDLE)) is used.
     type: path
+  allow_http:
+    description:
+      - Allow a plain C(http://) O(portal_url) to a host that is not this machine. The API token then crosses the
+        network unencrypted; the module warns. For a test portal on a network you trust only.
+    type: bool
+    default: false
   timeout:
     description:
       - Seconds to wait for the portal to answer one HTTP request, from 1 to 3600.

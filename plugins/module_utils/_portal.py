@@ -27,6 +27,7 @@ Retry policy (why each write is treated the way it is):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import threading
@@ -137,12 +138,17 @@ def normalize_subscriber(row):
         raise _shape_error(exc)
 
 
-def _detail_of(response):
-    """The portal's error detail as readable text (FastAPI string, list or object)."""
+def _detail_of(response, scrub=None):
+    """The portal's error detail as readable text (FastAPI string, list or object).
+
+    ``scrub`` masks the token in a text page before it is cut: a cut could split the token and defeat the mask.
+    """
     try:
         body = response.json()
     except ValueError:
         text = (response.text or "").strip()
+        if scrub is not None:
+            text = scrub(text)
         return text[:300] or None, {}
     if not isinstance(body, dict):
         return None, {}
@@ -203,16 +209,52 @@ def base_url(portal_url):
     return url
 
 
+def is_loopback(host):
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1): plain HTTP never leaves the machine."""
+    if (host or "").lower() in ("localhost", "localhost.localdomain") or (host or "").lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_token(token):
+    """The token without surrounding whitespace (a trailing newline from a file or encrypt_string is common).
+
+    Returns (token, problem): inner whitespace or control characters are refused (the text never shows the token).
+    """
+    token = token.strip()
+    bad = [ch for ch in token if ch.isspace() or ord(ch) < 32 or ord(ch) == 127]
+    if bad:
+        return token, ("api_token contains %s inside it; a portal token is one word (isr_mqtt_rest_...). Check how it "
+                       "is read: copy it again from Settings -> REST API tokens, without line breaks or spaces"
+                       % ("whitespace" if all(ch.isspace() for ch in bad) else "control characters"))
+    return token, None
+
+
 class PortalClient(object):
     """A client for the portal's Mgmt REST API. Safe to share between threads."""
 
     def __init__(self, portal_url, api_token, validate_certs=True, ca_path=None, timeout=30,
-                 rate_limit_max_wait=300, max_retries=4, warn=None, pool_size=10):
+                 rate_limit_max_wait=300, max_retries=4, warn=None, pool_size=10, allow_http=False):
         if not HAS_REQUESTS:
             raise PortalError(missing_required_lib("requests"), kind="protocol")
+        api_token, problem = normalize_token(api_token or "")
+        if problem:
+            raise PortalError(problem, kind="validation")
         if not api_token:
             raise PortalError("api_token is required: set the api_token option or the ISR_PORTAL_TOKEN environment variable", kind="validation")
         self.base = base_url(portal_url)
+        host = urlsplit(self.base).hostname
+        if self.base.lower().startswith("http://") and not is_loopback(host):
+            if not allow_http:
+                raise PortalError(
+                    "portal_url %s uses plain http:// to %s, which is not this machine: the API token would cross the network "
+                    "unencrypted. Use https://, or set allow_http: true for a test portal on a network you trust."
+                    % (self.base, host), kind="validation")
+            (warn or (lambda msg: None))(
+                "allow_http is true: the API token is sent unencrypted to %s over plain http://." % host)
         self._origin = urlsplit(self.base)[:2]
         self._token = api_token
         self.timeout = timeout
@@ -410,7 +452,7 @@ class PortalClient(object):
 
     def _status_error(self, response, method, url, what):
         status = response.status_code
-        detail, body = _detail_of(response)
+        detail, body = _detail_of(response, self._scrub)
         said = (": %s" % detail) if detail else ""
         if 300 <= status < 400:
             location = (response.headers.get("Location") or "").split("?", 1)[0]
@@ -491,7 +533,7 @@ class PortalClient(object):
                 error = self._status_error(response, method, url, what)
                 if response.status_code not in _RETRYABLE_STATUS or (response.status_code == 500 and not idempotent):
                     raise error
-                safe = idempotent or _nothing_changed(response, _detail_of(response)[1])
+                safe = idempotent or _nothing_changed(response, _detail_of(response, self._scrub)[1])
             if not safe:
                 raise _Ambiguous(error)
             if attempt >= self.max_retries:
@@ -777,19 +819,34 @@ def portal_argument_spec():
         ca_path=dict(type="path"),
         timeout=dict(type="int", default=30),
         rate_limit_max_wait=dict(type="int", default=300),
+        allow_http=dict(type="bool", default=False),
     )
 
 
-def client_from_module(module, pool_size=None, guard=False):
-    """A PortalClient from the module's options; fails the module with a clear message on bad options.
+def no_core_dumps():
+    """A core file of a module process would hold the token and passwords: this process writes none."""
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # not on this platform: nothing to disable
+        pass
 
-    ``guard=True`` (modules that write): the client stops when the ansible-playbook that started the module is
-    gone, and the module takes the controller-wide lock of the portal account first (see _run_guard).
-    """
+
+def client_from_module(module, pool_size=None, guard=False):
+    """A PortalClient from the module's options; fails the module with a clear message on bad options."""
+    no_core_dumps()
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     params = module.params
     token = params.get("api_token")
+    if isinstance(token, str):
+        # Mask the stripped token too: "tok\n" as a no_log value does not match "tok" in a message.
+        token, problem = normalize_token(token)
+        if token:
+            module.no_log_values.add(token)
+        params["api_token"] = token
+        if problem:
+            module.fail_json(msg=problem)
     if token is not None and not isinstance(token, str):
         # Its parts became no_log values, which would mask every "a" of the message. Forget them and the value
         # (so that the echoed parameters hold nothing of it either): the message does not show it.
@@ -815,7 +872,8 @@ def client_from_module(module, pool_size=None, guard=False):
     try:
         client = PortalClient(params["portal_url"], params["api_token"], validate_certs=params.get("validate_certs", True),
                               ca_path=params.get("ca_path"), timeout=timeout, rate_limit_max_wait=max_wait,
-                              warn=module.warn, pool_size=pool_size or 10)
+                              warn=module.warn, pool_size=pool_size or 10,
+                              allow_http=params.get("allow_http", False))
     except PortalError as exc:
         module.fail_json(**exc.to_fail_kwargs())
     if guard:

@@ -16,17 +16,18 @@ description:
   - The client is identified by O(label), or by O(client_id) when it is known. Labels are not unique
     on the portal; a label shared by several clients fails with their client_ids unless O(client_id) picks one.
   - Reading the state costs one list request (all pages); every change is one write request.
-  - The portal shows a password only once. The module returns it in RV(password) (or writes it to
-    O(password_file)) when it creates a client or rotates its password. Put C(no_log=true) on every task
-    that can receive a password, see the examples.
+  - The portal shows a password only once. The module returns it in RV(password), B(vault-encrypted) with the run's
+    vault secret (see O(return_password)), or writes it to O(password_file), when it creates a client or rotates
+    its password. Without any of these (and without C(no_log)), such a run fails before any write.
   - If a later step fails after a password was received (for example the pause after a create), the failure
-    result still carries RV(password) (or the file is written) so that the password is not lost.
+    result still carries RV(password), vault-encrypted (or the file is written), so that the password is not lost.
 author:
   - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
   - isr.mqtt.attributes.action_group
+  - isr.mqtt.password_sink
 attributes:
   check_mode:
     support: full
@@ -98,11 +99,18 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Create a publisher client and keep its password (shown only once)
+# Run with a vault secret (ansible-playbook --vault-id mqtt@prompt): sensor.password is then vault-encrypted.
+- name: Create a publisher client; its password (shown only once) comes back vault-encrypted
   isr.mqtt.mqtt_client:
     label: site-alpha-sensor
     allow_subscribe: true
   register: sensor
+
+- name: Use the password on the device (the template decrypts it)
+  ansible.builtin.copy:
+    content: "{{ sensor.password }}"
+    dest: ~/site-alpha-sensor.mqtt-password
+    mode: "0600"
   no_log: true
 
 - name: Pause the client by its id
@@ -127,7 +135,6 @@ EXAMPLES = r"""
     label: site-alpha-sensor
     allow_subscribe: false
     recreate: true
-  no_log: true
 
 - name: Delete the client
   isr.mqtt.mqtt_client:
@@ -140,10 +147,11 @@ EXAMPLES = r"""
       portal_url: "{{ lookup('ansible.builtin.env', 'ISR_PORTAL_URL') }}"
       api_token: "{{ lookup('ansible.builtin.env', 'ISR_PORTAL_TOKEN') }}"
   block:
-    - name: Ensure a paused spare credential exists
+    - name: Ensure a paused spare credential exists; under no_log the password is registered in plain text
       isr.mqtt.mqtt_client:
         label: spare-1
         paused: true
+      register: spare
       no_log: true
 """
 
@@ -200,6 +208,8 @@ client:
 password:
   description:
     - The new MQTT password, after a create or rotate, when O(password_file) is not set. Otherwise null.
+    - Vault-encrypted with the run's vault secret (templates decrypt it), in plain text only under C(no_log=true) or
+      with O(return_password=plaintext). See O(return_password).
     - Also returned in a failure result when a later step failed after the password was received.
   returned: always
   type: str
@@ -238,6 +248,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     PlanError, apply_action, apply_actions, check_client_id, check_label, check_not_null, find_client, plan_client)
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 
@@ -262,6 +273,10 @@ class Run(object):
                     if err.kind != "unsupported":
                         raise
                     # No PATCH on this portal: re-plan from the current row (nothing changed yet).
+                    if not has_sink(self.module.params):
+                        raise PortalError(no_sink_message("recreate of client %s, because the portal cannot change "
+                                                          "allow_publish/allow_subscribe in place" % action["client_id"]),
+                                          kind="validation")
                     self.module.warn("The portal cannot change allow_publish/allow_subscribe in place; "
                                      "recreating client %s (new client_id and password)." % action["client_id"])
                     return self.execute(plan_client(desired, self.row, recreate=True), desired)
@@ -349,6 +364,7 @@ def main():
         password_file=dict(type="path", no_log=False),
         recreate=dict(type="bool", default=False),
     )
+    argument_spec.update(sink_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[["label", "client_id"]])
     params = module.params
@@ -383,6 +399,10 @@ def main():
                    allow_subscribe=params["allow_subscribe"], paused=params["paused"],
                    rotate=params["rotate_password"])
     actions = plan_client(desired, current)
+    receiving = [a["action"] for a in actions if a["action"] in ("create", "rotate")]
+    if receiving and not module.check_mode and not has_sink(params):
+        module.fail_json(msg=no_sink_message("%s of client %r" % (" and ".join(receiving), label or client_id)),
+                         changed=False, client=current, password=None, actions=[])
 
     result = dict(changed=bool(actions), password=None)
     if module.check_mode:

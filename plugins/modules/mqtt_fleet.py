@@ -17,14 +17,16 @@ description:
   - Clients are matched by label. Labels must be unique in O(clients); a label held by several portal clients
     fails the run before any write, naming their client_ids.
   - Every password the run receives (create, rotate, recovery) is returned in RV(credentials), also when the run
-    fails half way, so nothing is lost. B(Always) use C(no_log=true) on the task and C(register) the result; the
-    role P(isr.mqtt.fleet#role) does that and stores the passwords vault-encrypted with M(isr.mqtt.vault_credentials).
+    fails half way, so nothing is lost. The passwords are B(vault-encrypted) with the run's vault secret (see
+    O(return_password)); store them with M(isr.mqtt.vault_credentials), which keeps that ciphertext as it is. The role
+    P(isr.mqtt.fleet#role) does both.
 author:
   - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
   - isr.mqtt.attributes.action_group
+  - isr.mqtt.password_sink
 attributes:
   check_mode:
     support: full
@@ -129,7 +131,8 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Provision three devices; keep the passwords out of logs
+# Run with a vault secret (ansible-playbook --vault-id fleet@prompt): every password comes back vault-encrypted.
+- name: Provision three devices
   isr.mqtt.mqtt_fleet:
     clients:
       - label: site-alpha-01
@@ -140,9 +143,8 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: fleet
-  no_log: true
 
-- name: Store the new passwords vault-encrypted (never in plain text)
+- name: Store the new passwords (the ciphertext is stored as it is)
   isr.mqtt.vault_credentials:
     path: "{{ playbook_dir }}/credentials.yml"
     credentials: "{{ fleet.credentials }}"
@@ -163,7 +165,6 @@ EXAMPLES = r"""
       - label: site-alpha-02
         allow_subscribe: true
   register: fleet
-  no_log: true
 
 - name: Store the rotated password, drop the deleted client and any unconfirmed rotation
   isr.mqtt.vault_credentials:
@@ -183,7 +184,6 @@ EXAMPLES = r"""
       - label: site-alpha-02
         allow_subscribe: true
   register: fleet
-  no_log: true
 """
 
 RETURN = r"""
@@ -207,7 +207,9 @@ clients:
 credentials:
   description:
     - Label to credential, for every password this run received (also in a failure result). Empty in check mode.
-    - Secret. Register the result on a task with C(no_log=true) and store it with M(isr.mqtt.vault_credentials).
+    - C(password) is vault-encrypted with the run's vault secret and C(password_vault) is the same ciphertext as text
+      (plain text only under C(no_log=true) or with O(return_password=plaintext), and then without C(password_vault)).
+      Store them with M(isr.mqtt.vault_credentials).
   returned: always
   type: dict
   sample:
@@ -265,6 +267,7 @@ from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
     PlanError, apply_action, apply_actions, check_label, check_not_null, count_actions, plan_fleet, rotated_elsewhere)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import GuardError, StoreClaims
 
 ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
@@ -467,6 +470,7 @@ def main():
         parallel=dict(type="int", default=8),
         return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
     )
+    argument_spec.update(sink_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
 
@@ -527,6 +531,13 @@ def main():
                 "(isr.mqtt.mqtt_client with client_id and state: absent) and rerun."
                 % "; ".join("%s (%s)" % (label, ", ".join(ids)) for label, ids in sorted(plan.ambiguous.items())),
             ambiguous=plan.ambiguous)
+
+    receiving = count_actions([a for a in plan.actions if a["action"] in ("create", "rotate")])
+    if (receiving["created"] or receiving["rotated"]) and not module.check_mode and not has_sink(params):
+        module.fail_json(msg=no_sink_message("%d create(s) and %d rotation(s)" % (receiving["created"], receiving["rotated"]),
+                                             password_file_option=False),
+                         changed=False, credentials={}, unconfirmed=[], counts=count_actions([]), actions=[], clients=[],
+                         deleted=[], requests=client.stats["requests"], rate_limit_waited=client.stats["rate_limit_waited"])
 
     current = dict((row["label"], row) for row in rows if row["label"] in labels)
     by_label = {}

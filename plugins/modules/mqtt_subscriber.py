@@ -33,6 +33,7 @@ extends_documentation_fragment:
   - isr.mqtt.portal
   - isr.mqtt.attributes
   - isr.mqtt.attributes.action_group
+  - isr.mqtt.password_sink
 attributes:
   check_mode:
     support: full
@@ -124,11 +125,18 @@ EXAMPLES = r"""
     renew_before_days: 14
     password_file: /tmp/grafana-mqtt.password
 
-- name: Create a short-lived login and take its password from the result
+# Run with a vault secret (ansible-playbook --vault-id mqtt@prompt): debug_login.password is vault-encrypted.
+- name: Create a short-lived login; its password comes back vault-encrypted in the result
   isr.mqtt.mqtt_subscriber:
     label: debugging-session
     expires_in_days: 1
   register: debug_login
+
+- name: Hand it to the debugging tool (the template decrypts it)
+  ansible.builtin.copy:
+    content: "{{ debug_login.password }}"
+    dest: ~/mqtt-debug.password
+    mode: "0600"
   no_log: true
 
 - name: Replace the Grafana login with a new one (new user name and password)
@@ -191,6 +199,8 @@ subscriber:
 password:
   description:
     - The MQTT password of the subscriber created by this run. The portal never shows it again.
+    - Vault-encrypted with the run's vault secret (templates decrypt it), in plain text only under C(no_log=true) or
+      with O(return_password=plaintext). See O(return_password).
     - V(null) when no subscriber was created, or when O(password_file) received the password.
     - Also returned in a failure result when a step after the creation failed, so that it is not lost.
   returned: always
@@ -246,6 +256,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import check_not_null
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError, client_from_module, portal_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import (
     PlanError, check_desired, find_subscriber, is_expired, plan_subscriber, predict)
@@ -313,6 +324,9 @@ class Runner(object):
         if not actions and params["password_file"] and params["state"] == "present" and not os.path.exists(params["password_file"]):
             self.module.warn("password_file %s does not exist and the portal never shows the password of subscriber %s "
                              "again; use regenerate=true to get a new login with a new password" % (params["password_file"], current["id"]))
+
+        if any(a["action"] == "create" for a in actions) and not self.module.check_mode and not has_sink(params):
+            self.fail(no_sink_message("create of read-only subscriber %r" % (params["label"] or params["id"])))
 
         known_filter = next((s.get("subscribe_filter") for s in subscribers if s.get("subscribe_filter")), None)
         after = predict(current, actions, now, known_filter)
@@ -391,6 +405,7 @@ def main():
         renew_before_days=dict(type="int"),
         password_file=dict(type="path", no_log=False),
     )
+    argument_spec.update(sink_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, required_one_of=[("label", "id")], supports_check_mode=True)
     Runner(module).run()
 

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
@@ -98,10 +98,16 @@ class FaultState:
         with self.lock:
             self.config = config
 
-    def before(self, method, dialect="default"):
+    def before(self, method, dialect="default", scope=None):
         """An injected answer for this request, or None."""
         with self.lock:
             cfg = self.config
+            if cfg.echo_auth_500 > 0 and scope is not None:
+                cfg.echo_auth_500 -= 1
+                auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+                # A debugging proxy's error page: the header comes after 300 characters, where a cut would split it.
+                return PlainTextResponse("Internal Server Error (injected)\n" + "." * 280 + "\nAuthorization: " + auth,
+                                         status_code=500)
             if cfg.burst_429 > 0:
                 cfg.burst_429 -= 1
                 return _error(429, "rate limited (injected burst)", "rate_limited", {"Retry-After": "1"}, dialect)
@@ -190,7 +196,7 @@ class EmulatorApp(FastAPI):
                                   {"WWW-Authenticate": "Bearer"}, dialect)
             return await response(scope, receive, send)
         dummy, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"], consume=False)
-        response = self.faults.before(method, dialect)
+        response = self.faults.before(method, dialect, scope)
         if response is None:
             allowed, limit_headers = self.limiter.take(token, account["hourly_budget"], account["window_seconds"])
             if not allowed:

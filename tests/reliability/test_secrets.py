@@ -1,18 +1,32 @@
 """Secrets never leak: every password and token the emulator issued (serve.py --record-secrets) is searched for in
-everything a representative run leaves behind.
+everything the runs leave behind.
 
-The run (twice, both at -vvvv with --diff, ANSIBLE_LOG_PATH set, a jsonfile fact cache, gather_facts and a
-cacheable set_fact): mqtt_client create + rotate (password_file, and returned under no_log then stored with
-isr.mqtt.vault_credentials), mqtt_subscriber create (password_file), mqtt_fleet rotate, the fleet role over
-hosts (per-host facts), and in the second run the role's recovery (a fresh store: every password recovered by
-rotation). Searched: stdout, stderr, the log, the fact cache, the stores' plaintext, and every file the runs wrote
-under their directory (ANSIBLE_HOME, local temp included) - except password_file outputs, which must hold a
-password at mode 0600.
+A secret leaves a module run vault-encrypted, into a 0600 file, or to a task that said no_log. Four runs:
+
+1. `-vvvv --diff`, default stdout callback plus the junit and tree callbacks, ANSIBLE_LOG_PATH, a jsonfile fact
+   cache, gather_facts and a cacheable set_fact: the modules with password_file and under no_log (then stored with
+   isr.mqtt.vault_credentials), the careless play, and the fleet role over hosts (per-host facts, then
+   `debug: var=_fleet_result`);
+2. the `minimal` callback at verbosity 0: the careless play and the role's recovery (a fresh store: every password
+   recovered by rotation);
+3. the `oneline` callback at `-v`: the careless play;
+4. a JSON stdout callback (tests/reliability/callback_plugins/json_results.py, what ansible.posix.json does): the
+   careless play.
+
+The careless play has no no_log anywhere and a token ending in a newline: mqtt_client create and rotate,
+mqtt_subscriber create, mqtt_fleet create (stored as it is), a create whose pause then fails (fail_after_creates),
+a 500 page that echoes the Authorization header after 300 characters, assertions that every registered password
+is a vaulted value, and the vaulted values used in templates (rendered into 0600 files under no_log: the user decrypts on purpose).
+
+Searched: stdout, stderr, the log, the fact cache, junit and tree files, the stores, and every file the runs wrote
+under their directory (ANSIBLE_HOME, local temp included) - except the password files, which must hold a password
+at mode 0600. A fifth run without a vault secret must change nothing that would return a password.
 """
 import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
@@ -20,6 +34,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from support import Emulator, ansible_env, bin_path
 
 VAULT = "secrets-test-vault"
+HERE = Path(__file__).resolve().parent
 
 PLAYBOOK = """
 - name: Modules on the controller (first run only)
@@ -96,13 +111,81 @@ PLAYBOOK = """
     - name: Read the subscribers
       isr.mqtt.mqtt_subscriber_info:
 
+- name: A careless user - no no_log anywhere - and a token read with its trailing newline
+  hosts: localhost
+  gather_facts: false
+  connection: local
+  module_defaults:
+    group/isr.mqtt.portal:
+      api_token: "{{ portal_token }}\n"
+  vars:
+    care: "care{{ run_no }}"
+  tasks:
+    - name: Create a client
+      isr.mqtt.mqtt_client:
+        label: "{{ care }}-c"
+      register: cc
+    - name: Rotate its password
+      isr.mqtt.mqtt_client:
+        label: "{{ care }}-c"
+        rotate_password: true
+      register: ccr
+    - name: Create a read-only subscriber
+      isr.mqtt.mqtt_subscriber:
+        label: "{{ care }}-s"
+      register: cs
+    - name: Create a fleet
+      isr.mqtt.mqtt_fleet:
+        clients: [{label: "{{ care }}-f1"}, {label: "{{ care }}-f2"}]
+      register: cf
+    - name: Store the fleet's passwords as they are (already vaulted)
+      isr.mqtt.vault_credentials:
+        path: "{{ carestore }}"
+        credentials: "{{ cf.credentials }}"
+    - name: Inject a failure after the next create
+      ansible.builtin.uri: {url: "{{ control_url }}/faults", method: PUT, body_format: json, body: {fail_after_creates: 1}}
+    - name: Create, then the pause fails
+      isr.mqtt.mqtt_client:
+        label: "{{ care }}-p"
+        paused: true
+      register: cp
+      ignore_errors: true
+    - name: A text 500 page that echoes the Authorization header (on every retry)
+      ansible.builtin.uri: {url: "{{ control_url }}/faults", method: PUT, body_format: json, body: {echo_auth_500: 5}}
+    - name: List while the portal echoes the token
+      isr.mqtt.mqtt_client_info:
+      register: ci
+      ignore_errors: true
+    - name: Faults off
+      ansible.builtin.uri: {url: "{{ control_url }}/faults", method: PUT, body_format: json, body: {}}
+    - name: The failures happened, and the failed create still carries its password
+      ansible.builtin.assert:
+        that: [cp is failed, cp.password is not none, ci is failed, "'500' in ci.msg"]
+    - name: The registered results hold vaulted values (debug var= would decrypt them on 2.19+, so it is not used)
+      ansible.builtin.assert:
+        that: ["cc.password is vault_encrypted", "cs.password is vault_encrypted", "cp.password is vault_encrypted",
+               "cf.credentials[care ~ '-f1'].password is vault_encrypted",
+               "cf.credentials[care ~ '-f1'].password_vault is match('[$]ANSIBLE_VAULT;1.2;AES256;fleet')"]
+    - name: Use the vaulted passwords in templates, as a device would (the user decrypts on purpose, under no_log)
+      ansible.builtin.copy:
+        content: "{{ item.password }}"
+        dest: "{{ out }}/{{ item.name }}.pw"
+        mode: "0600"
+      no_log: true
+      loop:
+        - {name: "{{ care }}-c", password: "{{ ccr.password }}"}
+        - {name: "{{ care }}-s", password: "{{ cs.password }}"}
+        - {name: "{{ care }}-p", password: "{{ cp.password }}"}
+        - {name: "{{ care }}-f1", password: "{{ cf.credentials[care ~ '-f1'].password }}"}
+
 - name: The fleet role over hosts
-  hosts: devices
+  hosts: "{{ 'devices' if run_no | int <= 2 else 'nowhere' }}"
   gather_facts: true
   roles:
     - role: isr.mqtt.fleet
       fleet_api_token: "{{ portal_token }}"
   post_tasks:
+    - {name: What the role left registered (ciphertext text only), ansible.builtin.debug: {var: _fleet_result}}
     - name: Use the fact as a device would (rendered only into a 0600 file)
       ansible.builtin.copy:
         content: "{{ mqtt_password }}"
@@ -110,6 +193,30 @@ PLAYBOOK = """
         mode: "0600"
       delegate_to: localhost
       no_log: true
+"""
+
+NO_SINK_PLAYBOOK = """
+- name: No sink - no vault secret, no no_log, no password_file, no opt-in
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - {name: Create, isr.mqtt.mqtt_client: {label: nosink-c}, register: n1, ignore_errors: true}
+    - {name: Rotate, isr.mqtt.mqtt_client: {label: care1-c, rotate_password: true}, register: n2, ignore_errors: true}
+    - {name: Subscriber, isr.mqtt.mqtt_subscriber: {label: nosink-s}, register: n3, ignore_errors: true}
+    - {name: Fleet, isr.mqtt.mqtt_fleet: {clients: [{label: nosink-f}]}, register: n4, ignore_errors: true}
+    - name: Each failed, naming the ways to fix it
+      ansible.builtin.assert:
+        that: "item is failed and 'nowhere safe to go' in item.msg and 'no_log: true' in item.msg"
+      loop: "{{ [n1, n2, n3, n4] }}"
+      loop_control: {label: "{{ item.msg | default('') | truncate(40) }}"}
+    - name: A pause returns no password and needs no sink
+      isr.mqtt.mqtt_client: {label: care1-c, paused: true}
+
+- name: The role without a vault secret fails before any write
+  hosts: devices
+  gather_facts: false
+  roles:
+    - {role: isr.mqtt.fleet, fleet_store: "{{ nosink_store }}"}
 """
 
 
@@ -157,27 +264,58 @@ def _run(tmp_path, emu, record):
         ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(run_dir / "facts"),
         ANSIBLE_GATHERING="smart"))
     outputs = []
-    for run_no, store in ((1, "fleet.yml"), (2, "fleet-recovered.yml")):  # run 2: a fresh store -> recovery
+    runs = (  # (run_no, fleet store, options, stdout callback and notification callbacks)
+        (1, "fleet.yml", ["-vvvv", "--diff"], dict(ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.junit,ansible.builtin.tree",
+                                                   JUNIT_OUTPUT_DIR=str(run_dir / "junit"),
+                                                   ANSIBLE_CALLBACK_TREE_DIR=str(run_dir / "tree"))),
+        (2, "fleet-recovered.yml", [], dict(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal")),  # a fresh store: recovery
+        (3, "unused.yml", ["-v"], dict(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.oneline")),
+        (4, "unused.yml", [], dict(ANSIBLE_STDOUT_CALLBACK="json_results", ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"))),
+    )
+    for run_no, store, options, callbacks in runs:
         if run_no == 2:  # the old store set aside (a second store that keeps the same labels is refused)
             os.rename(str(run_dir / "store" / "fleet.yml"), str(run_dir / "store" / "fleet.yml.old"))
-        cmd = [bin_path("ansible-playbook"), "-i", str(run_dir / "hosts.ini"), str(run_dir / "site.yml"),
-               "-vvvv", "--diff", "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"),
-               "-e", "out=%s modstore=%s fleet_store=%s run_no=%d" % (out, run_dir / "store" / "modules.yml",
-                                                                      run_dir / "store" / store, run_no)]
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=str(run_dir), env=env, timeout=600)
+        extra = "out=%s modstore=%s carestore=%s fleet_store=%s run_no=%d control_url=%s" % (
+            out, run_dir / "store" / "modules.yml", run_dir / "store" / "careless.yml", run_dir / "store" / store,
+            run_no, emu.info["control_url"])
+        cmd = [bin_path("ansible-playbook"), "-i", str(run_dir / "hosts.ini"), str(run_dir / "site.yml")] + options + [
+            "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"), "-e", extra]
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=str(run_dir), env=dict(env, **callbacks),
+                              timeout=600)
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         outputs.append(("run %d stdout" % run_no, done.stdout))
         outputs.append(("run %d stderr" % run_no, done.stderr))
+        assert "$ANSIBLE_VAULT" in done.stdout, "run %d printed no ciphertext: the careless play proved nothing" % run_no
+
     os.rename(str(run_dir / "store" / "fleet.yml.old"), str(run_dir / "store" / "fleet.yml"))  # searched below
+
+    # Run 5: no vault secret, no no_log, no password_file, no opt-in: nothing that would return a password is done.
+    (run_dir / "nosink.yml").write_text(NO_SINK_PLAYBOOK)
+    emu.control.reset_counters()
+    done = subprocess.run([bin_path("ansible-playbook"), "-i", str(run_dir / "hosts.ini"), str(run_dir / "nosink.yml"),
+                           "-e", "nosink_store=%s" % (run_dir / "store" / "nosink.yml")],
+                          check=False, capture_output=True, text=True, cwd=str(run_dir), timeout=600,
+                          env=dict(ansible_env({"ISR_PORTAL_URL": emu.url, "ISR_PORTAL_TOKEN": emu.token}),
+                                   ANSIBLE_HOME=str(home), ANSIBLE_LOCAL_TEMP=str(home / "tmp")))
+    outputs.append(("run 5 (no sink) stdout", done.stdout))
+    outputs.append(("run 5 (no sink) stderr", done.stderr))
+    assert done.returncode == 2 and "no vault secret is loaded" in done.stdout, done.stdout[-6000:]
+    assert "All assertions passed" in done.stdout, done.stdout[-6000:]
+    no_sink_writes = emu.control.counters()
+    assert no_sink_writes["writes"] == 1 and list(r for r in no_sink_writes["by_route"] if not r.startswith("GET")) == [
+        "POST /api/v1/subscriber/publishers/{client_id}/pause"], no_sink_writes  # only the pause, which needs no sink
+    assert not any(label.startswith("nosink") for label in emu.control.state()["labels"])
 
     secrets = [line.strip() for line in record.read_text().splitlines() if line.strip()]
     passwords = [s for s in secrets if not s.startswith("isr_mqtt_rest_")]
-    # c1 and c2 create+rotate, s1, f1/f2 create + f1 rotate, 4 hosts + 4 recoveries; + the token
-    assert len(passwords) >= 16 and any(s.startswith("isr_mqtt_rest_") for s in secrets), secrets
+    # c1 and c2 create+rotate, s1, f1/f2 create + f1 rotate, 4 hosts + 4 recoveries, 6 per careless run; + the token
+    assert len(passwords) >= 16 + 4 * 6 and any(s.startswith("isr_mqtt_rest_") for s in secrets), secrets
     assert "fleet-recovered" in "".join(o for dummy, o in outputs)
     assert "'rotated': 4" in outputs[2][1], "run 2 did not recover the 4 hosts by rotation"
+    assert any((run_dir / "junit").iterdir()) and any((run_dir / "tree").iterdir()), "junit/tree wrote nothing"
 
-    password_files = {out / "c1.pw", out / "s1.pw"} | {out / ("sec-h%d.pw" % i) for i in range(4)}
+    password_files = {out / "c1.pw", out / "s1.pw"} | {out / ("sec-h%d.pw" % i) for i in range(4)} | {
+        out / ("care%d-%s.pw" % (run_no, kind)) for run_no in range(1, 5) for kind in ("c", "s", "p", "f1")}
     for path in password_files:
         assert path.exists(), path
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
@@ -198,14 +336,42 @@ def _run(tmp_path, emu, record):
     found = sorted(set((where, secret[:6] + "...") for where, text in texts for secret in secrets if secret in text))
     print("searched %d outputs and %d files for %d secrets (%d passwords): %d leaks: %s"
           % (len(outputs), files, len(secrets), len(passwords), len(found), found))
+    channels = {}  # channel -> [texts searched, plaintext occurrences] (the table in docs/reliability.md)
+    for where, text in texts:
+        counted = channels.setdefault(channel_of(where, str(run_dir)), [0, 0])
+        counted[0] += 1
+        counted[1] += sum(text.count(secret) for secret in secrets)
+    for name in sorted(channels):
+        print("channel %-45s %4d searched %4d plaintext secrets" % (name, channels[name][0], channels[name][1]))
     # The stores hold every password, vaulted.
-    for store in ("fleet.yml", "fleet-recovered.yml", "modules.yml"):
+    for store in ("fleet.yml", "fleet-recovered.yml", "modules.yml", "careless.yml"):
         text = (run_dir / "store" / store).read_text()
         assert "$ANSIBLE_VAULT" in text and stat.S_IMODE((run_dir / "store" / store).stat().st_mode) == 0o600
     cached = "".join(p.read_text() for p in (run_dir / "facts").iterdir())
     assert "$ANSIBLE_VAULT" in cached  # the hosts' mqtt_password facts are cached as ciphertext
     return {"passwords": [f for f in found if not f[1].startswith("isr_mq")],
-            "tokens": [f for f in found if f[1].startswith("isr_mq")]}
+            "tokens": [f for f in found if f[1].startswith("isr_mq")], "channels": channels}
+
+
+RUN_NAMES = {"run 1": "stdout default -vvvv --diff", "run 2": "stdout minimal", "run 3": "stdout oneline -v",
+             "run 4": "stdout json", "run 5": "stdout no-sink run (no vault secret)"}
+FILE_CHANNELS = (("ansible.log", "ANSIBLE_LOG_PATH"), ("facts", "jsonfile fact cache"), ("junit", "junit files"),
+                 ("tree", "tree files"), ("store", "credential stores (vaulted)"), ("ansible-home", "ANSIBLE_HOME, local temp"))
+
+
+def channel_of(where, run_dir):
+    """The output channel a searched text belongs to."""
+    if not where.startswith(run_dir):
+        return RUN_NAMES[where[:5]] + (" (stderr)" if "stderr" in where else "")
+    first = os.path.relpath(where, run_dir).split(os.sep)[0]
+    return dict(FILE_CHANNELS).get(first, "other files of the run")
+
+
+def test_every_channel_was_searched(leaks):
+    # ANSIBLE_HOME is searched too, but Ansible removes its local temp at the end: it may hold no file at all.
+    expected = set(RUN_NAMES.values()) | set(name for dummy, name in FILE_CHANNELS if dummy != "ansible-home")
+    assert expected <= set(leaks["channels"]), sorted(expected - set(leaks["channels"]))
+    assert all(count == 0 for dummy, count in leaks["channels"].values()), leaks["channels"]
 
 
 if __name__ == "__main__":  # pragma: no cover

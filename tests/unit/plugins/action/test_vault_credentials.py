@@ -23,6 +23,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret, is_encrypted
 
 from ansible_collections.isr.mqtt.plugins.action import vault_credentials
 from ansible_collections.isr.mqtt.plugins.action.vault_credentials import ActionModule
+from ansible_collections.isr.mqtt.plugins.plugin_utils import _vault
 
 try:  # ansible-core >= 2.19
     from ansible.parsing.vault import EncryptedString as VaultObject, VaultSecretsContext
@@ -486,10 +487,10 @@ def test_run_lock_in_check_mode_and_bad_arguments(store, tmp_path):
 
 
 def test_many_passwords_are_encrypted_in_threads_each_with_its_own_salt(store, monkeypatch):
-    monkeypatch.setattr(vault_credentials.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_vault.os, "cpu_count", lambda: 2)
     used = []
-    real = vault_credentials.ThreadPoolExecutor
-    monkeypatch.setattr(vault_credentials, "ThreadPoolExecutor", lambda max_workers: used.append(max_workers) or real(max_workers))
+    real = _vault.ThreadPoolExecutor
+    monkeypatch.setattr(_vault, "ThreadPoolExecutor", lambda max_workers: used.append(max_workers) or real(max_workers))
     incoming = dict(("dev-%d" % n, cred(n, password="same-password")) for n in range(60))
     result, dummy = run_action({"path": str(store), "credentials": incoming})
     assert used == [2] and len(result["added"]) == 60

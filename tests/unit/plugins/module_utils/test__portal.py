@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -880,6 +881,7 @@ class FakeModule(object):
                            rate_limit_max_wait=300)
         self.params.update(params)
         self.warnings = []
+        self.no_log_values = set()
 
     def warn(self, msg):
         self.warnings.append(msg)
@@ -890,7 +892,7 @@ class FakeModule(object):
 
 def test_portal_argument_spec_shape():
     spec = portal_argument_spec()
-    assert set(spec) == {"portal_url", "api_token", "validate_certs", "ca_path", "timeout", "rate_limit_max_wait"}
+    assert set(spec) == {"portal_url", "api_token", "validate_certs", "ca_path", "timeout", "rate_limit_max_wait", "allow_http"}
     assert spec["api_token"]["no_log"] is True
     assert spec["api_token"]["fallback"][1] == ["ISR_PORTAL_TOKEN"]
     assert spec["portal_url"]["fallback"][1] == ["ISR_PORTAL_URL"]
@@ -945,6 +947,64 @@ def test_client_from_module_without_requests(monkeypatch):
     assert "requests" in kwargs["msg"] and kwargs["exception"] == "Traceback: no module named requests"
     with pytest.raises(PortalError):
         PortalClient(ORIGIN, TOKEN)
+
+
+# ---------------------------------------------------------------- secrets: token, scrubbing, plain http, core dumps
+
+@pytest.mark.parametrize("given", [TOKEN + "\n", "  " + TOKEN + "\r\n", "\t" + TOKEN])
+def test_surrounding_whitespace_of_the_token_is_stripped_and_masked(given):
+    module = FakeModule(api_token=given)
+    client = client_from_module(module)
+    assert client.session.headers["Authorization"] == "Bearer " + TOKEN
+    assert module.params["api_token"] == TOKEN and TOKEN in module.no_log_values
+
+
+@pytest.mark.parametrize("given, word", [(TOKEN[:10] + " " + TOKEN[10:], "whitespace"),
+                                         (TOKEN[:10] + "\n" + TOKEN[10:], "whitespace"),
+                                         (TOKEN[:10] + "\x00" + TOKEN[10:], "control characters")])
+def test_a_token_with_inner_whitespace_or_control_characters_is_refused(given, word):
+    with pytest.raises(FailJson) as info:
+        client_from_module(FakeModule(api_token=given))
+    msg = info.value.args[0]["msg"]
+    assert word in msg and "api_token" in msg and TOKEN[10:] not in msg
+
+
+def test_a_text_error_page_is_scrubbed_before_it_is_cut():
+    client = PortalClient(ORIGIN, TOKEN)
+    page = "x" * 290 + " Authorization: Bearer " + TOKEN  # the token straddles the 300-character cut
+
+    def not_json():
+        raise ValueError("not JSON")
+    response = SimpleNamespace(json=not_json, text=page, status_code=500, headers={})
+    err = client._status_error(response, "GET", BASE, "MQTT clients")
+    assert TOKEN[:8] not in repr(err.msg) + repr(err.detail)
+
+
+@pytest.mark.parametrize("url, ok", [("http://127.0.0.1:8080", True), ("http://localhost", True), ("http://[::1]:80", True),
+                                     ("http://portal.example", False), ("http://10.0.0.5", False), ("https://portal.example", True)])
+def test_plain_http_only_to_this_machine_unless_allowed(url, ok):
+    if ok:
+        assert PortalClient(url, TOKEN).base.startswith(url.rstrip("/"))
+        return
+    with pytest.raises(PortalError) as info:
+        PortalClient(url, TOKEN)
+    assert "allow_http" in info.value.msg and info.value.kind == "validation"
+    warnings = []
+    PortalClient(url, TOKEN, allow_http=True, warn=warnings.append)
+    assert "unencrypted" in warnings[0]
+
+
+def test_module_processes_write_no_core_files():
+    import resource
+    old = resource.getrlimit(resource.RLIMIT_CORE)
+    try:
+        client_from_module(FakeModule())
+        assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
+    finally:
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, old)
+        except ValueError:  # a hard limit cannot be raised again: keep 0 for this test process
+            pass
 
 
 def test_an_orphan_stops_during_a_rate_limit_wait_and_sends_nothing_more():

@@ -18,7 +18,11 @@ def run_module(emulator, capsys, monkeypatch):
     monkeypatch.setattr(_internal, "is_controller", False)
 
     def run(module, **args):
-        args = dict(dict(portal_url=emulator.url, api_token=emulator.token), **args)
+        # password_sink: what the action plugin sets when the run has a vault secret (or no_log); "none" tests the rule.
+        defaults = dict(portal_url=emulator.url, api_token=emulator.token)
+        if module.__name__.rsplit(".", 1)[-1] in ("mqtt_client", "mqtt_subscriber", "mqtt_fleet"):
+            defaults["password_sink"] = "result"
+        args = dict(defaults, **args)
         with patch_module_args(args):
             try:
                 with pytest.raises(SystemExit) as exit_info:

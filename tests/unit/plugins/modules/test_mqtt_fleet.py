@@ -161,7 +161,7 @@ def run(monkeypatch, capsys):
 
     def run(fake, check_mode=False, diff=False, **args):
         run.fake = fake
-        args = dict(args, portal_url="http://127.0.0.1:9", api_token=TOKEN)
+        args = dict(dict(password_sink="result"), **dict(args, portal_url="http://127.0.0.1:9", api_token=TOKEN))
         if check_mode:
             args["_ansible_check_mode"] = True
         if diff:
