@@ -19,6 +19,7 @@ from support import REPO
 # Blocks of the docs that this test does not run, by a line they hold, and why. Each must still be in the docs.
 NOT_RUN = {
     "ansible localhost -m isr.mqtt.portal_info": "probes the real portal: needs its URL, a token and the network",
+    "ansible-playbook site.yml --vault-id mqtt@prompt": "the reader's own playbook against the real portal, with a prompt",
     "bash scripts/test.sh": "the test command itself (this test is part of it)",
     "bash benchmarks/run.sh": "the benchmark: 30-40 minutes",
     "ansible-playbook -i inventory.yml fleet.yml --vault-id fleet@prompt": "needs the real portal, the reader's inventory and a prompt",
