@@ -279,8 +279,8 @@ def inspect_entries(vault, entries, labels=None, checked=None):
 
 def _vaulted_labels(entries):
     """Labels whose password is vault ciphertext (a null or hand-edited clear-text password is not)."""
-    return [label for label in sorted(entries) if isinstance(entries[label], dict) and entries[label].get("password")
-            and is_encrypted(to_bytes(to_text(entries[label]["password"]).strip()))]
+    return [label for label in sorted(entries) if isinstance(entries[label], dict) and entries[label].get("password") and (
+            is_encrypted(to_bytes(to_text(entries[label]["password"]).strip())))]
 
 
 def refuse_foreign_store(path, entries, damaged, vault_id):
