@@ -12,7 +12,8 @@ from pathlib import Path
 import pypandoc
 
 REPO = Path(__file__).resolve().parent.parent
-GUIDES = {"quickstart.md": "quickstart", "fleet-role.md": "fleet_role", "awx.md": "awx"}
+GUIDES = {"quickstart.md": "quickstart", "fleet-role.md": "fleet_role", "device-role.md": "device_role",
+          "rotation.md": "rotation", "awx.md": "awx"}
 PREFIX = "ansible_collections.isr.mqtt.docsite."
 
 

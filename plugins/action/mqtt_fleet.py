@@ -24,6 +24,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.parsing.vault import VaultLib
 
+from ansible_collections.isr.mqtt.plugins.module_utils import _run_guard
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import count_actions
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_fleet as fleet_module
 from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import InProcessModule, ModuleDone
@@ -102,6 +103,7 @@ class ActionModule(PasswordSinkAction):
             if journal:
                 journal.removed(sorted(set(result.get("deleted") or []) | set(result.get("unconfirmed") or [])))
         finally:
+            _run_guard.release_all()  # the account lock a module process would have released by ending
             if journal:
                 journal.close()
         return result

@@ -31,11 +31,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
@@ -44,9 +46,11 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import lock_dir
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
-    Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of, vault_object)
+    PARALLEL_ENCRYPT_MIN, Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of,
+    vault_object)
 
 STORE_KEY = "isr_mqtt_credentials"
 FIELDS = ("client_id", "username", "publish_topic", "history_topic_prefix", "rotated_at")
@@ -112,6 +116,72 @@ def render_store(entries):
     return "\n".join(lines) + "\n"
 
 
+def _compact(value):
+    return None if value is None else "".join(to_text(value).split())
+
+
+def check_round_trip(text, entries):
+    """Labels whose entry would not read back from ``text`` as written (empty when the store is sound)."""
+    try:
+        parsed = yaml.load(text, Loader=_StoreLoader)[STORE_KEY] or {}  # nosec: a SafeLoader with one extra tag
+    except (yaml.YAMLError, TypeError, KeyError):
+        if len(entries) <= 1:
+            return sorted(entries) or ["(the empty store)"]
+        # Find the culprits: each entry alone (rare, so the cost does not matter).
+        return [label for label in sorted(entries) if check_round_trip(render_store({label: entries[label]}), {label: entries[label]})]
+    bad = sorted(set(entries) ^ set(parsed), key=repr)
+    for label in set(entries) & set(parsed):
+        want, got = entries[label], parsed[label] or {}
+        if any(got.get(f) != (None if want.get(f) is None else to_text(want.get(f))) for f in FIELDS) or \
+                _compact(got.get("password")) != _compact(want.get("password")):
+            bad.append(label)
+    return bad
+
+
+def write_store(path, entries):
+    """Render, read back and compare, then replace ``path`` atomically; a store that would not read back as written
+    (or a failed write) leaves the old file as it was and fails naming the path."""
+    text = render_store(entries)
+    bad = check_round_trip(text, entries)
+    if bad:
+        raise AnsibleActionFail(
+            "the credential store %s was not replaced: the entries of %s would not read back as written (a label or "
+            "field the YAML store cannot hold). The old store is unchanged; rename those labels." % (path, ", ".join(map(repr, bad))))
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise AnsibleActionFail(
+            "cannot write the credential store %s: %s. The old store is unchanged. Free space or make the directory "
+            "writable, then rerun: passwords this run received and could not store are recovered by rotation "
+            "(fleet_recover_missing)." % (path, exc.strerror or exc))
+
+
+def probe_writable(path, size):
+    """Fail naming ``path`` when its directory cannot take a store of ``size`` bytes (full disk, read-only).
+
+    Called before any request to the portal: a run that could not store its passwords must not rotate them.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".probe", dir=directory)
+        with os.fdopen(fd, "wb") as handle:
+            block = b"\0" * 65536
+            left = size
+            while left > 0:
+                handle.write(block[:min(left, len(block))])
+                left -= len(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise AnsibleActionFail(
+            "the credential store %s cannot be written (%s, tested with %d bytes before any request to the portal); "
+            "nothing was sent to the portal. Free space or make %s writable, then rerun." % (path, exc.strerror or exc, size, directory))
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_atomic(path, text):
     """Write ``text`` to ``path`` via a 0600 temp file in the same directory, fsync, rename."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -132,6 +202,99 @@ def write_atomic(path, text):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _vault_ids(entries):
+    """The vault ids named in the ciphertext headers of the store ($ANSIBLE_VAULT;1.2;AES256;<id>)."""
+    ids = set()
+    for entry in entries.values():
+        header = to_text((entry or {}).get("password") or "").strip().split("\n", 1)[0].split(";")
+        if len(header) >= 4 and header[0] == "$ANSIBLE_VAULT":
+            ids.add(header[3].strip())
+    return sorted(ids)
+
+
+class CheckedCiphertexts(object):
+    """Ciphertexts that decrypted with the run's secret before, so a rerun need not pay PBKDF2 (~4 ms) per entry again.
+
+    Kept in the private lock directory (0600), per store: a key derived from the secret with PBKDF2 (20000
+    rounds, random salt: twice the rounds of a vault value, so it makes the password no easier to guess), and
+    SHA-256(key + ciphertext) of every ciphertext seen to decrypt. Another secret derives another key (nothing counts as
+    checked); a changed ciphertext (truncated, a flipped bit) has another digest and is decrypted again.
+    """
+
+    def __init__(self, store, secret):
+        self.path = os.path.join(lock_dir(), "store-%s.checked" % hashlib.sha256(to_bytes(os.path.abspath(store))).hexdigest()[:40])
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+            salt, proof, digests = bytes.fromhex(data["salt"]), data["proof"], set(data["digests"])
+        except (OSError, ValueError, KeyError, TypeError):
+            salt, proof, digests = os.urandom(16), None, set()
+        self.key = hashlib.pbkdf2_hmac("sha256", to_bytes(secret.bytes), salt, 20000)
+        self.salt = salt
+        self.digests = digests if proof == hashlib.sha256(self.key).hexdigest() else set()
+        self.changed = False
+
+    def digest(self, ciphertext):
+        return hashlib.sha256(self.key + to_bytes(_compact(ciphertext))).hexdigest()
+
+    def save(self, ciphertexts):
+        """Keep the digests of ``ciphertexts`` (the store's current good entries) only."""
+        keep = set(self.digest(c) for c in ciphertexts)
+        if keep == self.digests and not self.changed:
+            return
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".checked.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"salt": self.salt.hex(), "proof": hashlib.sha256(self.key).hexdigest(), "digests": sorted(keep)}, handle)
+        os.rename(tmp, self.path)
+
+
+def inspect_entries(vault, entries, labels=None, checked=None):
+    """{label: why it is unusable} for the entries of ``labels`` (default all): no password, not vault ciphertext,
+    or it does not decrypt with this run's secrets (truncated, bit-flipped, another vault password).
+    ``checked``: a CheckedCiphertexts whose known-good ciphertexts are not decrypted again."""
+    def why(label):
+        password = (entries[label] or {}).get("password") if isinstance(entries[label], dict) else None
+        if not password:
+            return "no password"
+        if not is_encrypted(to_bytes(to_text(password).strip())):
+            return "the password is not vault ciphertext"
+        if checked is not None and checked.digest(password) in checked.digests:
+            return None
+        try:
+            vault.decrypt(to_bytes(to_text(password).strip()))
+        except Exception:  # AnsibleVaultError, AnsibleError, binascii/ValueError on a damaged envelope
+            return "the password does not decrypt with this run's vault secret (damaged)"
+        return None
+
+    labels = sorted(entries) if labels is None else labels
+    workers = os.cpu_count() or 1
+    if len(labels) <= PARALLEL_ENCRYPT_MIN or workers < 2:
+        verdicts = [why(label) for label in labels]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # PBKDF2 runs in OpenSSL without the GIL
+            verdicts = list(pool.map(why, labels))
+    return dict((label, verdict) for label, verdict in zip(labels, verdicts) if verdict)
+
+
+def _vaulted_labels(entries):
+    """Labels whose password is vault ciphertext (a null or hand-edited clear-text password is not)."""
+    return [label for label in sorted(entries) if isinstance(entries[label], dict) and entries[label].get("password") and (
+            is_encrypted(to_bytes(to_text(entries[label]["password"]).strip())))]
+
+
+def refuse_foreign_store(path, entries, damaged, vault_id):
+    """Fail before anything else when no vaulted entry of the store decrypts with this run's secret."""
+    vaulted = _vaulted_labels(entries)
+    if vaulted and all(label in damaged for label in vaulted):
+        needs = _vault_ids(entries)
+        raise AnsibleActionFail(
+            "none of the %d vaulted entries of the credential store %s decrypts with the vault secret of this run (vault id %r); "
+            "nothing was sent to the portal and nothing was written. The store was written with vault id %s: start the "
+            "run with --vault-id %s@prompt (or @FILE) and, if several secrets are loaded, set vault_id (role: fleet_vault_id)."
+            % (len(vaulted), path, vault_id, " or ".join(repr(i) for i in needs) or "(none named in its headers)",
+               needs[0] if needs else "ID"))
 
 
 @contextlib.contextmanager
@@ -199,8 +362,12 @@ class RunLock(object):
                     return False, holder
                 os.unlink(self.path)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(dict(self.owner, since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())), handle)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(dict(self.owner, since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())), handle)
+            except OSError:
+                os.unlink(self.path)  # not half a lock (a full disk)
+                raise
             return True, holder
 
     def acquire(self, timeout, say):
@@ -256,6 +423,7 @@ class ActionModule(ActionBase):
         facts_from=dict(type="dict"),
         run_lock=dict(type="str", choices=["acquire", "release"]),
         lock_timeout=dict(type="int", default=600),
+        space_for=dict(type="int", default=0),
     )
 
     def _secret(self, vault_id, path):
@@ -278,18 +446,38 @@ class ActionModule(ActionBase):
             if not isinstance(cred, dict):
                 raise AnsibleActionFail("credentials[%r] must be a dict (client_id, username, password, ...), got %s"
                                         % (label, type(cred).__name__))
+        if not 0 <= args["space_for"] <= 1000000:
+            raise AnsibleActionFail("space_for must be between 0 and 1000000 entries, got %d" % args["space_for"])
         secrets, vault_id, secret = self._secret(args["vault_id"], path)
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise AnsibleActionFail("the directory of path %s does not exist; create it first (mode 0700 is a good choice)" % path)
 
         vault = VaultLib(secrets)
+        if not incoming and not remove and not self._task.check_mode and args["space_for"]:
+            probe_writable(path, (os.path.getsize(path) if os.path.isfile(path) else 0) * 2 + 65536 + 1024 * args["space_for"])
         # Re-read under the lock: a concurrent run may have written since our caller read it.
         with (contextlib.nullcontext() if self._task.check_mode else flocked(path + ".lock")):
             entries = read_store(path)
-            # Passwords journaled by mqtt_fleet as they arrived (a run that was killed, or this run's batches).
+            # Passwords journaled by mqtt_fleet as they arrived (a run that was killed, or this run's): folded in
+            # first, then checked like every other entry.
             journal = journal_path(path)
             records = read_journal(journal)
             folded = fold(entries, records)
+            if incoming or remove:
+                # Merging: one entry that decrypts shows the store is ours (the full check is the read's, once a run).
+                tried = {}
+                for label in _vaulted_labels(entries):
+                    tried.update(inspect_entries(vault, entries, [label]))
+                    if label not in tried:
+                        break
+                refuse_foreign_store(path, entries, tried, vault_id)
+                damaged = {}
+            else:
+                checked = CheckedCiphertexts(path, secret)
+                damaged = inspect_entries(vault, entries, checked=checked)
+                refuse_foreign_store(path, entries, damaged, vault_id)
+                if not self._task.check_mode:
+                    checked.save(entries[label]["password"] for label in _vaulted_labels(entries) if label not in damaged)
             added, updated, removed, skipped, pending = [], [], [], [], []
             for label in sorted(remove):
                 if label in entries and label not in incoming:
@@ -322,20 +510,26 @@ class ActionModule(ActionBase):
 
             changed = bool(added or updated or removed or folded)
             if changed and not self._task.check_mode:
-                write_atomic(path, render_store(entries))
+                write_store(path, entries)
             if records and not self._task.check_mode:
                 os.unlink(journal)  # only once the store holds every record
 
+        if damaged:
+            self._display.warning(
+                "isr.mqtt.vault_credentials: %d entries of %s cannot be used and are left out of 'credentials' (the fleet "
+                "role recovers them by rotation when fleet_recover_missing is on): %s"
+                % (len(damaged), path, "; ".join("%s: %s" % (label, why) for label, why in sorted(damaged.items()))))
         if skipped:
             self._display.warning("isr.mqtt.vault_credentials: no password given for %s; those entries were left as they were"
                                   % ", ".join(skipped))
         result.update(
-            changed=changed, path=path, added=added, updated=updated, removed=removed, journaled=folded,
+            changed=changed, path=path, added=added, updated=updated, removed=removed, journaled=folded, damaged=damaged,
+            rotated_at=dict((label, entry.get("rotated_at")) for label, entry in entries.items() if label not in damaged),
             credentials=dict(
                 (label, dict([(f, entry.get(f)) for f in FIELDS],
                              password=vault_object(entry["password"], secrets) if entry.get("password") else None,
                              password_vault=str(entry["password"]) if entry.get("password") else None))
-                for label, entry in entries.items()),
+                for label, entry in entries.items() if label not in damaged),
         )
         if self._task.diff and changed:
             result["diff"] = {
@@ -350,8 +544,8 @@ class ActionModule(ActionBase):
         path = args["path"]
         if path is None or args["credentials"] or args["remove"]:
             raise AnsibleActionFail("run_lock needs path and takes neither credentials nor remove: persist in another task")
-        if args["lock_timeout"] < 0:
-            raise AnsibleActionFail("lock_timeout must be 0 or more seconds, got %d" % args["lock_timeout"])
+        if not 0 <= args["lock_timeout"] <= 86400:
+            raise AnsibleActionFail("lock_timeout must be between 0 and 86400 seconds, got %d" % args["lock_timeout"])
         if os.path.isdir(path):
             raise AnsibleActionFail("path %s is a directory; name the store file in it" % path)
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -366,7 +560,11 @@ class ActionModule(ActionBase):
             if not lock.mine(holder):
                 result["run_lock"]["state"] = "not held"  # a failed acquire, or taken over as stale
             return result
-        waited, stale = lock.acquire(args["lock_timeout"], self._display.display)
+        try:
+            waited, stale = lock.acquire(args["lock_timeout"], self._display.display)
+        except OSError as exc:
+            raise AnsibleActionFail("cannot take the run lock %s: %s; nothing was sent to the portal. Free space or make "
+                                    "the directory writable, then rerun." % (lock.path, exc.strerror or exc))
         result["run_lock"]["waited"] = round(waited, 1)
         if stale is not None:
             self._display.warning("isr.mqtt.vault_credentials: took over the run lock %s of a run that is gone (%s)"

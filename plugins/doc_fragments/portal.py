@@ -51,13 +51,13 @@ options:
     default: false
   timeout:
     description:
-      - Seconds to wait for the portal to answer one HTTP request.
+      - Seconds to wait for the portal to answer one HTTP request, from 1 to 3600.
     type: int
     default: 30
   rate_limit_max_wait:
     description:
       - Ceiling, in seconds, on the total time the module waits because of the portal's rate limit
-        (5000 requests per hour per token).
+        (5000 requests per hour per token), from 0 to 86400.
       - On HTTP 429 the module waits for C(Retry-After), and when C(X-RateLimit-Remaining) reaches 0 it waits for
         C(X-RateLimit-Reset) before the next request; it warns each time it waits.
       - When a wait would exceed what is left of this ceiling, the module fails at once with a rate-limit error

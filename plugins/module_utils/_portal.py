@@ -37,6 +37,7 @@ from urllib.parse import urlencode, urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import AccountLock, GuardError, ParentWatch
 from ansible_collections.isr.mqtt.plugins.module_utils import _reader
 from ansible_collections.isr.mqtt.plugins.module_utils._reader import (  # noqa: F401 pylint: disable=unused-import
     CLIENT_KEYS, SUBSCRIBER_KEYS, ShapeError)
@@ -56,6 +57,8 @@ PAGE_SIZE = 1000  # the portal's maximum: fewer requests against the hourly budg
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 MIN_RATE_LIMIT_WAIT = 1.0  # a 429 without a usable Retry-After still waits this long
+MAX_TIMEOUT = 3600  # larger values overflow the socket layer ("timestamp too large") and hang a run for hours
+MAX_RATE_LIMIT_WAIT = 86400
 REMAINING_HEADERS = ("X-RateLimit-Remaining", "RateLimit-Remaining")
 RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")
 RATE_HEADERS = ("X-RateLimit-Limit", "RateLimit-Limit") + REMAINING_HEADERS + RESET_HEADERS + ("Retry-After",)
@@ -67,22 +70,34 @@ class PortalError(Exception):
     """Any failure talking to the portal. ``msg`` says what happened and what to do.
 
     ``kind`` is one of: auth, addon, not_found, validation, conflict, plan_limit, rate_limit,
-    unsupported, tls, connection, timeout, server, protocol. ``status`` is the HTTP status
+    unsupported, tls, connection, timeout, server, protocol, aborted (the run that started the module is gone).
+    ``status`` is the HTTP status
     (None for network errors), ``detail`` the portal's own error detail (rendered text).
     """
 
-    def __init__(self, msg, kind="protocol", status=None, detail=None):
+    def __init__(self, msg, kind="protocol", status=None, detail=None, may_have_acted=None):
         super(PortalError, self).__init__(msg)
         self.msg = msg
         self.kind = kind
         self.status = status
         self.detail = detail
+        # True: the request may have been carried out although its answer failed (a write must then be checked or
+        # recovered); False: the portal certainly did nothing; None: not said (read it from the kind).
+        self.may_have_acted = may_have_acted
+
+    @property
+    def unclean(self):
+        """True when a write that failed this way may have changed the portal (lost answer, 5xx, unreadable answer)."""
+        if self.may_have_acted is not None:
+            return self.may_have_acted
+        return self.kind in ("connection", "timeout", "server", "protocol")
 
     def to_fail_kwargs(self, **extra):
         """Keyword arguments for ``module.fail_json``, so every module reports errors alike."""
         result = dict(extra)
         result["msg"] = self.msg
-        result["error"] = {"kind": self.kind, "status": self.status, "detail": self.detail}
+        result["error"] = {"kind": self.kind, "status": self.status, "detail": self.detail,
+                           "may_have_acted": self.unclean}
         return result
 
 
@@ -247,6 +262,8 @@ class PortalClient(object):
         self.max_retries = max(0, max_retries)
         self._warn = warn or (lambda msg: None)
         self._sleep = time.sleep  # replaced in unit tests
+        self.should_stop = None  # callable -> None, or why no more request may be sent (ParentWatch.gone)
+        self.run_identity = None  # [pid, start time] of the ansible-playbook that started the module (ParentWatch.run)
         self._clock = time.monotonic
 
         self._lock = threading.Lock()
@@ -296,10 +313,23 @@ class PortalClient(object):
             self._stats[key] += amount
 
     def _scrub(self, text):
-        return text.replace(self._token, "<api_token>") if text and self._token else text
+        """``text`` without the token, also in the escaped form an exception's repr gives it (a newline as \\n)."""
+        if not text or not self._token:
+            return text
+        for form in (self._token, repr(self._token)[1:-1], json.dumps(self._token)[1:-1]):
+            text = text.replace(form, "<api_token>")
+        return text
 
-    def _error(self, msg, kind, status=None, detail=None):
-        return PortalError(self._scrub(msg), kind=kind, status=status, detail=self._scrub(detail))
+    def token_for_lock(self):
+        """The token, only to name the account's lock file (hashed there, never written)."""
+        return self._token
+
+    def scrub(self, text):
+        """Public for the modules: any text they report about a failure, without the API token."""
+        return self._scrub(text)
+
+    def _error(self, msg, kind, status=None, detail=None, may_have_acted=None):
+        return PortalError(self._scrub(msg), kind=kind, status=status, detail=self._scrub(detail), may_have_acted=may_have_acted)
 
     # -- rate limit --------------------------------------------------------
 
@@ -327,8 +357,28 @@ class PortalClient(object):
             if self.on_wait is not None:
                 self.on_wait(seconds)
             step = min(seconds, 60.0)
-            self._sleep(step)
+            self._wait(step)
             seconds -= step
+
+    def _check_stop(self, method, url):
+        reason = self.should_stop() if self.should_stop else None
+        if reason:
+            raise self._error("Stopped before %s %s: %s, so nobody would receive the result. Nothing more is sent; a "
+                              "rerun waits until this process has ended and then continues." % (method, url, reason),
+                              kind="aborted", may_have_acted=False)
+
+    def _wait(self, seconds, method="the next request", url=""):
+        """Sleep ``seconds``; with a stop check, in steps of at most a second (an orphan must not sleep for minutes)."""
+        if not self.should_stop:
+            self._sleep(seconds)
+            return
+        end = self._clock() + seconds
+        while True:
+            self._check_stop(method, url)
+            left = end - self._clock()
+            if left <= 0:
+                return
+            self._sleep(min(left, 1.0))
 
     def _pace(self):
         """Wait while the window's budget is known to be spent, then take one request of it; returns its number."""
@@ -407,6 +457,28 @@ class PortalClient(object):
             return path_or_url
         return self.base + path_or_url
 
+    def _transport_error(self, exc, method, url):
+        """(PortalError, portal certainly did nothing) for any exception of the HTTP layer other than
+        connection errors and timeouts: an answer cut short or undecodable, an invalid request, anything else."""
+        name = type(exc).__name__
+        if isinstance(exc, (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
+                            requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                            requests.exceptions.URLRequired)):
+            return self._error(
+                "The request %s %s could not be sent (%s: %s); nothing reached the portal. Check portal_url and that "
+                "api_token is the token alone, without spaces or line breaks." % (method, url, name, exc),
+                kind="validation", may_have_acted=False), True
+        if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)) or \
+                name in ("IncompleteRead", "ProtocolError", "DecodeError"):
+            what = "was cut short" if not isinstance(exc, requests.exceptions.ContentDecodingError) else "could not be decoded"
+            return self._error(
+                "The portal's answer to %s %s %s (%s: %s). The portal may have carried out the request; a create is "
+                "checked by listing, a rotation must be repeated to get a password that is known."
+                % (method, url, what, name, exc), kind="connection", may_have_acted=True), False
+        return self._error(
+            "Talking to the portal for %s %s failed (%s: %s). The portal may have carried out the request."
+            % (method, url, name, exc), kind="connection", may_have_acted=True), False
+
     def _network_error(self, exc, method, url):
         if isinstance(exc, requests.exceptions.SSLError):
             return self._error(
@@ -474,6 +546,7 @@ class PortalClient(object):
         url = self._url(path)
         attempt = attempt429 = 0
         while True:
+            self._check_stop(method, url)
             number = self._pace()
             self._count("requests")
             error = None
@@ -484,7 +557,13 @@ class PortalClient(object):
                 raise self._network_error(exc, method, url)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 error = self._network_error(exc, method, url)
+                error.may_have_acted = not _never_sent(exc)
                 safe = idempotent or _never_sent(exc)
+            except Exception as exc:  # every other failure of the HTTP layer: a known kind, scrubbed
+                error, never_sent = self._transport_error(exc, method, url)
+                if never_sent:
+                    raise error  # repeating it cannot help: the request itself is wrong
+                safe = idempotent
             else:
                 self._note_rate_headers(response, number)
                 if response.status_code < 300:
@@ -504,7 +583,7 @@ class PortalClient(object):
                     _append(error, "Gave up after %d retries." % self.max_retries)
                 raise error
             self._count("retries")
-            self._sleep(self._backoff(attempt))
+            self._wait(self._backoff(attempt))
             attempt += 1
 
     def _json(self, response, method, url):
@@ -515,7 +594,7 @@ class PortalClient(object):
         except ValueError:
             raise self._error("The portal's answer to %s %s is not JSON (HTTP %s, Content-Type %s)."
                               % (method, url, response.status_code, response.headers.get("Content-Type")), kind="protocol",
-                              status=response.status_code)
+                              status=response.status_code, may_have_acted=method != "GET")
 
     def _shape(self, func, *args, **kwargs):
         """Call a _reader function; its ShapeError becomes PortalError(kind=protocol)."""
@@ -594,7 +673,7 @@ class PortalClient(object):
                                       % (what, amb.error.msg, self.max_retries), kind=amb.error.kind, status=amb.error.status,
                                       detail=amb.error.detail)
                 self._count("retries")
-                self._sleep(self._backoff(attempt))
+                self._wait(self._backoff(attempt))
                 attempt += 1
                 continue
             row, password = self._shape(parse, self._json(response, "POST", self._url(path)))
@@ -729,7 +808,8 @@ class PortalClient(object):
             raise self._error(
                 "Rotating the password of %s: %s The password may have been rotated without the new one reaching us, "
                 "so the old password may no longer work. Recover by rotating again (mqtt_client rotate_password: true, or "
-                "list the label under recover in mqtt_fleet)." % (what, err.msg), kind=err.kind, status=err.status, detail=err.detail)
+                "list the label under recover in mqtt_fleet)." % (what, err.msg), kind=err.kind, status=err.status, detail=err.detail,
+                may_have_acted=True)
         return self._shape(_reader.read_rotated, self._json(response, "POST", path), client_id)
 
     # -- read-only subscribers --------------------------------------------------
@@ -794,7 +874,7 @@ def no_core_dumps():
         pass
 
 
-def client_from_module(module, pool_size=None):
+def client_from_module(module, pool_size=None, guard=False):
     """A PortalClient from the module's options; fails the module with a clear message on bad options."""
     no_core_dumps()
     if not HAS_REQUESTS:
@@ -823,14 +903,36 @@ def client_from_module(module, pool_size=None):
         module.fail_json(msg="api_token is required: set the api_token option or the ISR_PORTAL_TOKEN environment variable "
                              "(a token starting with isr_mqtt_rest_, made under Settings -> REST API tokens in the portal).")
     timeout = params.get("timeout")
-    if timeout is None or timeout <= 0:
-        module.fail_json(msg="timeout must be a positive number of seconds, got %r." % (timeout,))
+    if timeout is None or not 1 <= timeout <= MAX_TIMEOUT:
+        module.fail_json(msg="timeout must be between 1 and %d seconds (one HTTP request), got %r." % (MAX_TIMEOUT, timeout))
     max_wait = params.get("rate_limit_max_wait")
-    if max_wait is None or max_wait < 0:
-        module.fail_json(msg="rate_limit_max_wait must be 0 or more seconds, got %r." % (max_wait,))
+    if max_wait is None or not 0 <= max_wait <= MAX_RATE_LIMIT_WAIT:
+        module.fail_json(msg="rate_limit_max_wait must be between 0 and %d seconds (a day), got %r."
+                             % (MAX_RATE_LIMIT_WAIT, max_wait))
+    if params.get("validate_certs") is None:  # an explicit null would switch TLS verification off
+        module.fail_json(msg="validate_certs is null; set true (the default: leave it out) or false.")
     try:
-        return PortalClient(params["portal_url"], params["api_token"], validate_certs=params.get("validate_certs", True),
-                            ca_path=params.get("ca_path"), timeout=timeout, rate_limit_max_wait=max_wait,
-                            warn=module.warn, pool_size=pool_size or 10, allow_http=params.get("allow_http", False))
+        client = PortalClient(params["portal_url"], params["api_token"], validate_certs=params.get("validate_certs", True),
+                              ca_path=params.get("ca_path"), timeout=timeout, rate_limit_max_wait=max_wait,
+                              warn=module.warn, pool_size=pool_size or 10,
+                              allow_http=params.get("allow_http", False))
     except PortalError as exc:
         module.fail_json(**exc.to_fail_kwargs())
+    if guard:
+        _guard(module, client)
+    return client
+
+
+def _guard(module, client):
+    watch = ParentWatch()
+    client.should_stop, client.run_identity = watch.gone, watch.run
+    try:
+        waited, holder = AccountLock(client.base, client.token_for_lock()).acquire(
+            "isr.mqtt.%s" % getattr(module, "_name", "module"), stop=watch.gone)
+    except GuardError as exc:
+        module.fail_json(msg=client.scrub(exc.msg), error={"kind": "aborted", "status": None, "detail": None,
+                                                           "may_have_acted": False})
+    if holder:
+        module.warn("Waited %.0f s for another process acting on this portal account (pid %s, %s, since %s) - for "
+                    "example a module of an earlier run whose ansible-playbook ended - before listing."
+                    % (waited, holder.get("pid"), holder.get("module"), holder.get("since")))

@@ -426,8 +426,8 @@ def read_page(body, headers, url, asked_size):
         ended = True
 
     seen = _keys(fields) if fields else ("(bare array)" if envelope == "array" else "(only the rows, under %s)" % envelope)
-    suspects = sorted(key for key in fields if key not in QUIET_KEYS and key not in dict(CURSOR_KEYS)
-                      and key not in ("next", "next_url") and any(word in key.lower() for word in SUSPECT_WORDS))
+    suspects = sorted(key for key in fields if key not in QUIET_KEYS and key not in dict(CURSOR_KEYS) and (
+                      key not in ("next", "next_url") and any(word in key.lower() for word in SUSPECT_WORDS)))
     if nxt is None and (suspects or has_more):
         raise ShapeError("The portal's list page may continue in a way the reader does not understand (%s); refusing to "
                          "treat %d rows as the whole list. Keys seen: %s. Run isr.mqtt.portal_info and report its output."

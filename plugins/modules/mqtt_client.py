@@ -246,7 +246,7 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_action, apply_actions, check_client_id, check_label, find_client, plan_client)
+    PlanError, apply_action, apply_actions, check_client_id, check_label, check_not_null, find_client, plan_client)
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
 from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
@@ -370,13 +370,18 @@ def main():
     params = module.params
     label, client_id = params["label"], params["client_id"]
 
+    nulls = check_not_null(params, ("state", "allow_publish", "allow_subscribe", "rotate_password", "recreate"))
+    if label is None and client_id is None:
+        nulls.insert(0, "label and client_id are both null; give the client's label (or its client_id)")
+    if nulls:
+        module.fail_json(msg="; ".join(nulls))
     problem = (check_label(label) if label is not None else None) or (
         check_client_id(client_id) if client_id is not None else None) or (
         check_password_file(module.params["password_file"]) if module.params["password_file"] else None)
     if problem:
         module.fail_json(msg=problem)
 
-    client = client_from_module(module)
+    client = client_from_module(module, guard=True)
     try:
         rows = client.list_clients()
     except PortalError as err:

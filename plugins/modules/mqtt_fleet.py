@@ -39,7 +39,8 @@ options:
     description:
       - The fleet. Each item is a dict with the keys C(label) (required, 1 to 64 characters, no control characters),
         C(allow_publish) (bool, default V(true)), C(allow_subscribe) (bool, default V(false)) and C(paused)
-        (bool; when not set, an existing client keeps its pause state and a new client is active).
+        (bool; when not set or null, an existing client keeps its pause state and a new client is active).
+      - An explicit null for C(label), C(allow_publish) or C(allow_subscribe) is refused before any request.
       - Errors name the item, for example C(clients[3].label).
     type: list
     elements: dict
@@ -53,7 +54,8 @@ options:
   purge_match:
     description:
       - Python regular expression (searched, anchor it with C(^...$) for a full match) that a label must match
-        for O(purge) to delete its client. Required when O(purge=true).
+        for O(purge) to delete its client. Required when O(purge=true), and then it must not be empty or blank
+        (an empty pattern matches every label).
     type: str
   rotate:
     description: Labels (in O(clients)) whose password is rotated. A rotation is always a change.
@@ -79,6 +81,15 @@ options:
         O(recover_missing=true); no extra request is made to find the others.
     type: list
     elements: str
+  known_rotated_at:
+    description:
+      - Label to the C(rotated_at) stored with its password (for example RV(isr.mqtt.vault_credentials#module:rotated_at)).
+        With O(recover_missing=true), a client whose C(rotated_at) on the portal is later had its password rotated
+        outside this collection (portal UI, another tool); the stored password no longer works, so it is recovered
+        (rotated) too and named in RV(rotated_elsewhere).
+      - Labels without a stored C(rotated_at), or with one that is not an ISO 8601 timestamp, are not compared.
+    type: dict
+    default: {}
   keep_labels:
     description:
       - With O(purge), labels that are never deleted although they are not in O(clients).
@@ -87,6 +98,15 @@ options:
     type: list
     elements: str
     default: []
+  store:
+    description:
+      - The credential store (a path on the controller) that keeps the passwords of this fleet; the role
+        P(isr.mqtt.fleet#role) sets it to its C(fleet_store).
+      - When set, the labels of O(clients) are recorded for that store (in C(~/.ansible/isr_mqtt_locks), per portal account),
+        and a fleet whose labels another store on this controller keeps is refused before any request to the portal,
+        because two stores cannot both hold a working password for one client (each run would rotate the other's), and two runs
+        into two stores at once used to create duplicates.
+    type: path
   parallel:
     description: How many write requests run at the same time (1 to 32), over one HTTP session.
     type: int
@@ -241,6 +261,12 @@ unconfirmed:
   type: list
   elements: str
   sample: [site-alpha-02]
+rotated_elsewhere:
+  description: Labels whose password the portal rotated after the stored one (see O(known_rotated_at)); recovered by rotation.
+  returned: always
+  type: list
+  elements: str
+  sample: [site-alpha-03]
 requests:
   description: HTTP requests sent to the portal by this run (list pages included).
   returned: always
@@ -267,16 +293,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_action, apply_actions, check_label, count_actions, plan_fleet)
+    PlanError, apply_action, apply_actions, check_label, check_not_null, count_actions, plan_fleet, rotated_elsewhere)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
+from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import GuardError, StoreClaims
 
 ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
 MAX_PARALLEL = 32
-# Failures after which the portal may have acted (PortalClient repeats none of them for create and rotate);
-# auth, validation, not_found, rate_limit, tls ... are clean answers: nothing changed.
-UNCLEAN_KINDS = frozenset(("connection", "timeout", "server", "protocol"))
 
 
 def parse_clients(items):
@@ -297,6 +321,8 @@ def parse_clients(items):
         entry = {"label": item["label"], "state": "present", "allow_publish": True, "allow_subscribe": False, "paused": None}
         for key in ("allow_publish", "allow_subscribe", "paused"):
             if item.get(key) is None:
+                if key in item and key != "paused":  # paused: null means "leave as it is" (documented)
+                    errors.append("%s.%s is null; give true or false, or leave the key out for its default" % (where, key))
                 continue
             try:
                 entry[key] = boolean(item[key], strict=True)
@@ -307,6 +333,23 @@ def parse_clients(items):
         seen.setdefault(entry["label"], index)
         desired.append(entry)
     return desired, errors
+
+
+def claim_labels(module, client, store, labels):
+    """Refuse a fleet whose labels another credential store keeps (see the option store); called under the account lock."""
+    try:
+        conflicts = StoreClaims(client.base, client.token_for_lock()).claim(store, labels, run=client.run_identity)
+    except (OSError, GuardError) as exc:
+        module.fail_json(msg="cannot record the labels of store %s: %s" % (store, getattr(exc, "msg", exc)))
+    if conflicts:
+        module.fail_json(
+            msg="Nothing was changed: %s. One label can have only one credential store, or each run would rotate the "
+                "passwords the other store keeps. Run with that store (fleet_store), or remove these labels from it "
+                "(or delete it if it is no longer used), then rerun."
+                % "; ".join("another credential store, %s, keeps %d of these labels (%s)"
+                            % (other, len(found), ", ".join(found[:5]) + (", ..." if len(found) > 5 else ""))
+                            for other, found in sorted(conflicts.items())),
+            conflicts=conflicts)
 
 
 def credential(row, password):
@@ -341,11 +384,14 @@ class FleetRun(object):
                 return
             try:
                 self.step(action)
-            except PortalError as err:
+            except Exception as exc:  # a bug must not lose the passwords received so far: fail with them
+                err = exc if isinstance(exc, PortalError) else PortalError(
+                    "Unexpected error (%s: %s); the portal may have carried out the request."
+                    % (type(exc).__name__, self.client.scrub(str(exc))), kind="protocol", may_have_acted=True)
                 with self._lock:
                     self.errors.append((action, err))
                     # A create whose answer held the password but no id is kept (credentials), not unconfirmed.
-                    if action["action"] in ("create", "rotate") and err.kind in UNCLEAN_KINDS and getattr(err, "password", None) is None:
+                    if action["action"] in ("create", "rotate") and err.unclean and getattr(err, "password", None) is None:
                         self.unconfirmed.add(action["label"])
                 self._stop.set()
                 return
@@ -392,6 +438,8 @@ class FleetRun(object):
         partial, password = self.client.rotate_password(cid)
         row = dict(self.rows.get(label) or {"client_id": cid})
         row.update((k, v) for k, v in partial.items() if v is not None)
+        if partial.get("rotated_at") is None:
+            row["rotated_at"] = None  # unknown: the old value would make the next run see a rotation from elsewhere
         self._record(label, row, action)
         self._keep(label, row, password)
 
@@ -468,7 +516,9 @@ def main(module_class=AnsibleModule):
         recover=dict(type="list", elements="str", default=[]),
         recover_missing=dict(type="bool", default=False),
         known_labels=dict(type="list", elements="str", no_log=False),
+        known_rotated_at=dict(type="dict", default={}),
         keep_labels=dict(type="list", elements="str", default=[], no_log=False),
+        store=dict(type="path"),
         parallel=dict(type="int", default=8),
         return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
         batch_size=dict(type="int", default=0),
@@ -476,13 +526,16 @@ def main(module_class=AnsibleModule):
         max_duration=dict(type="int", default=0),
     )
     argument_spec.update(sink_argument_spec())
-    module = module_class(argument_spec=argument_spec, supports_check_mode=True,
-                          required_if=[("purge", True, ("purge_match",))])
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     if params["journal"] and not module.check_mode and getattr(module, "keep_password", None) is None:
         module.fail_json(msg="journal is written by the controller side of isr.mqtt.mqtt_fleet (its action plugin, "
                              "run on the controller): call the module by that name with delegate_to: localhost")
 
+    errors = check_not_null(params, ("clients", "purge", "rotate", "recover", "recover_missing", "keep_labels",
+                                     "parallel", "return_clients"))
+    if errors:
+        module.fail_json(msg="Invalid fleet: " + "; ".join(errors), errors=errors)
     desired, errors = parse_clients(params["clients"])
     if params["batch_size"] < 0:
         errors.append("batch_size must be 0 (one batch) or more, got %d" % params["batch_size"])
@@ -490,7 +543,11 @@ def main(module_class=AnsibleModule):
         errors.append("max_duration must be 0 (no limit) or more seconds, got %d" % params["max_duration"])
     if not 1 <= params["parallel"] <= MAX_PARALLEL:
         errors.append("parallel must be between 1 and %d, got %d" % (MAX_PARALLEL, params["parallel"]))
-    if params["purge_match"] is not None:
+    if params["purge"] and not (params["purge_match"] or "").strip():
+        # An empty pattern matches every label: it would delete every other client of the account.
+        errors.append("purge is true but purge_match is empty: set purge_match to a regular expression that only your "
+                      "fleet's labels match (for example '^site-alpha-'), so that clients managed by others are never deleted")
+    elif params["purge_match"] is not None:
         try:
             re.compile(params["purge_match"])
         except re.error as exc:
@@ -506,16 +563,25 @@ def main(module_class=AnsibleModule):
         module.fail_json(msg="Invalid fleet: " + "; ".join(errors), errors=errors)
 
     started = time.monotonic()
-    client = client_from_module(module, pool_size=params["parallel"])
+    client = client_from_module(module, pool_size=params["parallel"], guard=True)
+    if params["store"]:
+        claim_labels(module, client, params["store"], [item["label"] for item in desired])
     try:
         rows = client.list_clients()
     except PortalError as err:
         module.fail_json(**err.to_fail_kwargs(requests=client.stats["requests"]))
 
-    recover = set(params["recover"])
+    recover, elsewhere = set(params["recover"]), []
     if params["recover_missing"]:
         known = set(params["known_labels"])
         recover.update(row["label"] for row in rows if row["label"] in labels and row["label"] not in known)
+        elsewhere = rotated_elsewhere([row for row in rows if row["label"] in labels and row["label"] in known],
+                                      params["known_rotated_at"] or {})
+        if elsewhere:
+            module.warn("The portal rotated the password of %d clients after the stored one was received (rotated outside "
+                        "this collection); rotating them again to get a password that is known: %s"
+                        % (len(elsewhere), ", ".join(elsewhere)))
+            recover.update(elsewhere)
     try:
         matcher = PurgeMatcher(params["purge_match"], params["keep_labels"]) if params["purge"] else None
         plan = plan_fleet(desired, rows, purge=params["purge"], purge_match=matcher,
@@ -541,7 +607,8 @@ def main(module_class=AnsibleModule):
     for action in plan.actions:
         by_label.setdefault(action["label"], []).append(action)
 
-    result = dict(changed=plan.changed, credentials={}, unconfirmed=[], requests=0, rate_limit_waited=0.0, complete=True)
+    result = dict(changed=plan.changed, credentials={}, unconfirmed=[], requests=0, rate_limit_waited=0.0,
+                  rotated_elsewhere=elsewhere, complete=True)
     if module.check_mode:
         done, final = plan.actions, dict((lb, apply_actions(current.get(lb), by_label.get(lb, []))) for lb in labels)
         failure = None

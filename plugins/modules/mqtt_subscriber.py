@@ -254,6 +254,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import check_not_null
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
 from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError, client_from_module, portal_argument_spec
@@ -299,7 +300,7 @@ class Runner(object):
         params = self.params
         desired = dict((key, params[key]) for key in
                        ("label", "id", "state", "expires_in_days", "regenerate", "renew_before_days"))
-        errors = check_desired(desired)
+        errors = check_not_null(params, ("state", "expires_in_days", "regenerate")) + check_desired(desired)
         if params["password_file"] and params["state"] == "present":
             errors.append(check_password_file(params["password_file"]))
         errors = [e for e in errors if e]
@@ -307,7 +308,7 @@ class Runner(object):
             self.fail("; ".join(errors))
 
         now = datetime.datetime.now(datetime.timezone.utc)
-        client = client_from_module(self.module)
+        client = client_from_module(self.module, guard=True)
         try:
             subscribers = client.list_subscribers()
             current = find_subscriber(subscribers, label=params["label"], subscriber_id=params["id"])

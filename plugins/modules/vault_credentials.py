@@ -28,6 +28,12 @@ description:
   - With O(facts_from), sets the facts C(mqtt_client_id), C(mqtt_username), C(mqtt_password) (vault-encrypted),
     C(mqtt_publish_topic), C(mqtt_history_topic_prefix), C(mqtt_rotated_at) from one entry of RV(credentials).
   - With O(run_lock), takes or gives back the run lock of the store instead (see O(run_lock)).
+  - Reading (no O(credentials), no O(remove)) checks that every entry carries a password that decrypts with this run's
+    vault secret. A damaged entry (truncated, altered, C(password) null) is named in RV(damaged), left out of
+    RV(credentials) and warned about, so that M(isr.mqtt.mqtt_fleet) with C(recover_missing) rotates it. When no vaulted
+    entry decrypts (the store was written with another vault password), it fails naming the vault id the store needs.
+  - Before it replaces the store, renders it, reads it back and compares; a store that would not read back as written
+    is never written (the old one is kept). A failed write (disk full, read-only) names the path.
 author:
   - isr.mqtt maintainers (@isr-mqtt)
 extends_documentation_fragment:
@@ -86,6 +92,14 @@ options:
     description: With O(run_lock=acquire), seconds to wait for the lock; then fail naming the holder. V(0) fails at once.
     type: int
     default: 600
+  space_for:
+    description:
+      - When reading, check first that the store's directory can take the store plus this many new entries (a
+        temporary file of that size is written, synced and removed), and fail naming the path when it cannot (disk
+        full, read-only). The role passes the number of devices, so a run that could not store new passwords fails
+        before any request to the portal instead of rotating passwords it would lose. V(0) skips the check.
+    type: int
+    default: 0
 notes:
   - Never copy the store or a fact with M(ansible.builtin.copy) and its default C(decrypt=true); that writes plain text.
   - "ansible-core 2.19 restores a vault-encrypted fact from a persistent fact cache (for example C(jsonfile)) as its
@@ -184,6 +198,18 @@ path:
   description: The store file.
   returned: when O(path) is set, without O(run_lock)
   type: str
+damaged:
+  description:
+    - When reading (no O(credentials), no O(remove)), label to why its entry cannot be used (no password, not vault
+      ciphertext, does not decrypt). Those entries are left out of RV(credentials) and RV(rotated_at).
+  returned: when O(path) is set, without O(run_lock)
+  type: dict
+  sample: {site-alpha-07: "the password does not decrypt with this run's vault secret (damaged)"}
+rotated_at:
+  description: Label to the C(rotated_at) stored with its password; pass it to O(isr.mqtt.mqtt_fleet#module:known_rotated_at).
+  returned: when O(path) is set, without O(run_lock)
+  type: dict
+  sample: {site-alpha-01: "2026-11-26T00:00:00Z"}
 ansible_facts:
   description: The C(mqtt_*) facts of the host.
   returned: when O(facts_from) is set

@@ -77,7 +77,12 @@ class PasswordSinkAction(ActionBase):
         args["password_sink"] = "result" if plain or secrets else "none"
         if not plain and secrets:
             pick_secret(secrets, args.get("vault_id"), "the result")  # a wrong vault_id fails before any request
+        parent = os.getppid()
         result.update(self.run_module(args, task_vars, None if plain or not secrets else (secrets, args.get("vault_id"))))
+        if os.getppid() != parent:
+            # ansible-playbook is gone: nobody will read this result, and writing it to the results queue would
+            # block this orphaned worker for good, holding the passwords in memory.
+            os._exit(1)
         if not plain:
             self.seal(result, secrets, args.get("vault_id"), as_text=mode == "ciphertext")
         return result

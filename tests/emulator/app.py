@@ -118,6 +118,14 @@ class FaultState:
                               dialect=dialect)
         return None
 
+    def truncate(self, method):
+        """True when this write's answer is to be cut in half (the write itself is done)."""
+        with self.lock:
+            if method != "GET" and self.config.truncate_writes > 0:
+                self.config.truncate_writes -= 1
+                return True
+        return False
+
     def after_create(self, scope):
         with self.lock:
             cfg = self.config
@@ -210,6 +218,7 @@ class EmulatorApp(FastAPI):
 
         scope["emulator.account"] = account
         drop = scope["emulator.drop"] = [False]
+        truncate = self.faults.truncate(method)
         raw_send = send
 
         async def send_with_headers(message):
@@ -218,13 +227,19 @@ class EmulatorApp(FastAPI):
             if message["type"] == "http.response.start":
                 message = dict(message, headers=list(message.get("headers", [])) + [
                     (k.lower().encode(), v.encode()) for k, v in limit_headers.items()])
+            elif truncate and message["type"] == "http.response.body":
+                # The write is done; its answer stops half way (Content-Length promises the whole body).
+                body = message.get("body", b"")
+                await raw_send({"type": "http.response.body", "body": body[:len(body) // 2], "more_body": True})
+                drop[0] = True
+                return
             await raw_send(message)
 
         await super().__call__(scope, receive, send_with_headers)
         if drop[0]:
             transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
             if transport is None:
-                raise RuntimeError("drop_after_create needs the emulator to run under uvicorn")
+                raise RuntimeError("drop_after_create and truncate_writes need the emulator to run under uvicorn")
             transport.close()
             await asyncio.sleep(0)  # let uvicorn see the disconnect before it would answer 500
 

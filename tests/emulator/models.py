@@ -137,6 +137,7 @@ class Faults(Strict):
     drop_after_create: int = 0
     burst_429: int = 0
     fail_after_creates: Optional[int] = None
+    truncate_writes: int = 0
     echo_auth_500: int = 0  # the next N requests get a text/plain 500 page that echoes the Authorization header
 
 

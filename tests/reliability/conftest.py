@@ -100,7 +100,9 @@ def audit(ws, labels, extra_portal_labels=()):
     """The invariants after a run. Returns a dict of numbers; raises AssertionError naming what is wrong.
 
     - duplicates: portal clients beyond the first per fleet label;
-    - lost: fleet clients on the portal whose password in the store is missing or does not log in;
+    - lost: fleet clients on the portal whose password in the store is missing or does not log in, counted apart as
+      ``missing`` (no entry, or an entry without a password) and ``stale`` (an entry that no longer logs in: checked
+      with the emulator's verify endpoint);
     - store: valid YAML, mode 0600, every vaulted value decrypts with the run's vault secret.
     """
     state = ws.emulator.control.state()
@@ -124,8 +126,9 @@ def audit(ws, labels, extra_portal_labels=()):
         if not verdict["ok"] and verdict["reason"] != "client is paused":
             lost.append((label, verdict["reason"]))
     stray = sorted(set(portal_labels) - fleet - set(extra_portal_labels))
+    missing = len([reason for dummy, reason in lost if reason == "no password in the store"])
     return {"portal_clients": sum(portal_labels.get(label, 0) for label in fleet), "duplicates": duplicates,
-            "lost": lost, "stored": len(entries), "stray_labels": stray}
+            "lost": lost, "missing": missing, "stale": len(lost) - missing, "stored": len(entries), "stray_labels": stray}
 
 
 class _VaultTagLoader(yaml.SafeLoader):

@@ -32,6 +32,9 @@ MODULE_CASES = [
     ("conn-rlmw-negative", "mqtt_client", {"label": "bad-input-2", "rate_limit_max_wait": -1}, "rate_limit_max_wait"),
     ("conn-unknown", "mqtt_client_info", {"portal": "x"}, "portal"),
     ("conn-token-dict", "mqtt_client", {"label": "bad-input-13", "api_token": {"a": 1}}, "api_token"),
+    ("conn-timeout-huge", "mqtt_client", {"label": "bad-input-14", "timeout": 10 ** 12}, "timeout"),
+    ("conn-rlmw-huge", "mqtt_client", {"label": "bad-input-15", "rate_limit_max_wait": 10 ** 12}, "rate_limit_max_wait"),
+    ("conn-validate-certs-null", "mqtt_client", {"label": "bad-input-16", "validate_certs": None}, "validate_certs"),
     # mqtt_client
     ("client-none", "mqtt_client", {}, "label"),
     ("client-label-empty", "mqtt_client", {"label": ""}, "label"),
@@ -42,6 +45,12 @@ MODULE_CASES = [
     ("client-label-list", "mqtt_client", {"label": ["bad-input-3"]}, "label"),
     ("client-label-dict", "mqtt_client", {"label": {"a": 1}}, "label"),
     ("client-label-int", "mqtt_client", {"label": 7}, "label"),
+    ("client-label-null", "mqtt_client", {"label": None}, "label"),
+    ("client-label-u2028", "mqtt_client", {"label": "bad-input\u2028x"}, "label"),
+    ("client-label-uffff", "mqtt_client", {"label": "bad-input\uffffx"}, "label"),
+    ("client-allow-publish-null", "mqtt_client", {"label": "bad-input-17", "allow_publish": None}, "allow_publish"),
+    ("client-pwfile-device", "mqtt_client", {"label": "bad-input-18", "password_file": "/dev/full"}, "password_file"),
+    ("client-pwfile-symlink", "mqtt_client", {"label": "bad-input-19", "password_file": "{tmp}/link"}, "password_file"),
     ("client-id-live", "mqtt_client", {"client_id": "live"}, "client_id"),
     ("client-id-live-absent", "mqtt_client", {"client_id": "live", "state": "absent"}, "client_id"),
     ("client-id-slash", "mqtt_client", {"client_id": "pub-1/../live"}, "client_id"),
@@ -81,6 +90,9 @@ MODULE_CASES = [
      "renew_before_days"),
     ("sub-renew-negative", "mqtt_subscriber", {"label": "bad-input-s7", "renew_before_days": -1}, "renew_before_days"),
     ("sub-regenerate", "mqtt_subscriber", {"label": "bad-input-s8", "regenerate": "x"}, "regenerate"),
+    ("sub-expires-null", "mqtt_subscriber", {"label": "bad-input-s13", "expires_in_days": None}, "expires_in_days"),
+    ("sub-label-null", "mqtt_subscriber", {"label": None}, "label"),
+    ("sub-pwfile-device", "mqtt_subscriber", {"label": "bad-input-s14", "password_file": "/dev/null"}, "password_file"),
     ("sub-pwfile-nodir", "mqtt_subscriber", {"label": "bad-input-s9", "password_file": "/nonexistent-dir/pw"}, "password_file"),
     ("sub-pwfile-isdir", "mqtt_subscriber", {"label": "bad-input-s10", "password_file": "{tmp}"}, "password_file"),
     ("sub-unknown", "mqtt_subscriber", {"label": "bad-input-s11", "expires": 3}, "expires"),
@@ -102,6 +114,14 @@ MODULE_CASES = [
     ("fleet-item-bool", "mqtt_fleet", {"clients": [{"label": "bad-input-f1", "paused": "sometimes"}]}, "clients[0].paused"),
     ("fleet-item-unknown", "mqtt_fleet", {"clients": [{"label": "bad-input-f1", "colour": "red"}]}, "colour"),
     ("fleet-purge-nomatch", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "purge": True}, "purge_match"),
+    ("fleet-purge-empty", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "purge": True, "purge_match": ""}, "purge_match"),
+    ("fleet-purge-blank", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "purge": True, "purge_match": " \t"},
+     "purge_match"),
+    ("fleet-label-null", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}, {"label": None}]}, "clients[1].label"),
+    ("fleet-label-u2029", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}, {"label": "a\u2029b"}]}, "clients[1].label"),
+    ("fleet-allow-null", "mqtt_fleet", {"clients": [{"label": "bad-input-f1", "allow_publish": None}]}, "clients[0].allow_publish"),
+    ("fleet-rotate-null", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "rotate": None}, "rotate"),
+    ("fleet-timeout-huge", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "timeout": 10 ** 12}, "timeout"),
     ("fleet-purge-type", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "purge": "all"}, "purge"),
     ("fleet-purge-regex", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "purge": True, "purge_match": "("}, "purge_match"),
     ("fleet-rotate-stray", "mqtt_fleet", {"clients": [{"label": "bad-input-f1"}], "rotate": ["nope"]}, "rotate"),
@@ -122,6 +142,8 @@ ROLE_CASES = [
     ("role-devices-label-long", {"fleet_devices": OK + [{"label": LONG}]}, "label"),
     ("role-devices-dupe", {"fleet_devices": OK + [{"label": "bad-input-r1"}]}, "r1"),
     ("role-devices-paused", {"fleet_devices": OK + [{"label": "bad-input-r3", "paused": "x"}]}, "paused"),
+    ("role-devices-u2028", {"fleet_devices": OK + [{"label": "bad-input-r3\u2028"}]}, "label"),
+    ("role-purge-blank", {"fleet_devices": OK, "fleet_purge": True, "fleet_purge_match": "  "}, "fleet_purge_match"),
     ("role-devices-unknown-key", {"fleet_devices": OK + [{"label": "bad-input-r3", "colour": "red"}]}, "colour"),
     ("role-store-nodir", {"fleet_devices": OK, "fleet_store": "/nonexistent-dir/creds.yml"}, "/nonexistent-dir"),
     ("role-store-isdir", {"fleet_devices": OK, "fleet_store": "{tmp}"}, "{tmp}"),
@@ -211,10 +233,12 @@ def judge(case, expected, result, args, portal_labels):
 
 def test_bad_input_is_refused_by_name_with_zero_writes(emulator, tmp_path, run_playbook):
     (tmp_path / "vault-pass").write_text("bad-input-vault\n")
+    (tmp_path / "elsewhere").write_text("not a password file\n")
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
     path = tmp_path / "bad.yml"
     path.write_text(json.dumps(playbook(tmp_path), indent=1))
     emulator.control.reset_counters()
-    done = run_playbook(path, "--vault-id", "fleet@%s" % (tmp_path / "vault-pass"), timeout=600,
+    done = run_playbook(path, "--vault-id", "fleet@%s" % (tmp_path / "vault-pass"), timeout=900,
                         env=dict(emulator.env(), ANSIBLE_PIPELINING="1"))
     assert (tmp_path / "results.json").exists(), done
     results = json.loads((tmp_path / "results.json").read_text())

@@ -55,7 +55,7 @@ def rerun_and_audit(ws, fleet, name, runs, env=None, extra=None):
     counts = progress_counts(out)
     by_route = ws.emulator.control.counters()["by_route"]
     result = audit(ws, labels)
-    report(name, runs=runs + 1, duplicates=result["duplicates"], lost=len(result["lost"]),
+    report(name, runs=runs + 1, duplicates=result["duplicates"], lost=len(result["lost"]), stale=result["stale"], missing=result["missing"],
            recovered=len(missing), portal_clients=result["portal_clients"])
     assert result["duplicates"] == 0, result
     assert result["lost"] == [], result["lost"][:10]

@@ -273,6 +273,8 @@ def _run(tmp_path, emu, record):
         (4, "unused.yml", [], dict(ANSIBLE_STDOUT_CALLBACK="json_results", ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"))),
     )
     for run_no, store, options, callbacks in runs:
+        if run_no == 2:  # the old store set aside (a second store that keeps the same labels is refused)
+            os.rename(str(run_dir / "store" / "fleet.yml"), str(run_dir / "store" / "fleet.yml.old"))
         extra = "out=%s modstore=%s carestore=%s fleet_store=%s run_no=%d control_url=%s" % (
             out, run_dir / "store" / "modules.yml", run_dir / "store" / "careless.yml", run_dir / "store" / store,
             run_no, emu.info["control_url"])
@@ -284,6 +286,8 @@ def _run(tmp_path, emu, record):
         outputs.append(("run %d stdout" % run_no, done.stdout))
         outputs.append(("run %d stderr" % run_no, done.stderr))
         assert "$ANSIBLE_VAULT" in done.stdout, "run %d printed no ciphertext: the careless play proved nothing" % run_no
+
+    os.rename(str(run_dir / "store" / "fleet.yml.old"), str(run_dir / "store" / "fleet.yml"))  # searched below
 
     # Run 5: no vault secret, no no_log, no password_file, no opt-in: nothing that would return a password is done.
     (run_dir / "nosink.yml").write_text(NO_SINK_PLAYBOOK)

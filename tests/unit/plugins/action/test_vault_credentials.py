@@ -102,8 +102,9 @@ def store(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def store_dir(tmp_path):
+def store_dir(tmp_path, monkeypatch):
     (tmp_path / "store").mkdir()
+    monkeypatch.setenv("ISR_MQTT_LOCK_DIR", str(tmp_path / "locks"))  # where reads remember checked ciphertexts
 
 
 def test_first_write_encrypts_every_password_and_is_private(store):
@@ -158,11 +159,23 @@ def test_changed_details_with_the_same_password_update_the_entry(store):
 
 
 def test_entry_encrypted_with_another_secret_is_re_encrypted_with_ours(store):
-    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}}, secrets=(OTHER,))
-    assert "AES256;other" in store.read_text()
-    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1)}}, secrets=(FLEET,))
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2)}}, secrets=(FLEET,))
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1, password="other-1")}}, secrets=(OTHER, FLEET))
+    assert "AES256;other" in store.read_text()  # dev-1 under the other secret, dev-2 under ours
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1, password="other-1")}}, secrets=(FLEET,))
     assert result["updated"] == ["dev-1"]
     assert "AES256;fleet" in store.read_text() and "AES256;other" not in store.read_text()
+
+
+@pytest.mark.parametrize("args", [{}, {"credentials": {"dev-3": cred(3)}}, {"remove": ["dev-1"]}])
+def test_a_store_no_entry_of_which_decrypts_is_refused_naming_its_vault_id(store, args):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2)}}, secrets=(OTHER,))
+    before = store.read_bytes()
+    with pytest.raises(AnsibleActionFail) as info:
+        run_action(dict(args, path=str(store)), secrets=(FLEET,))
+    msg = str(info.value)
+    assert "none of the 2 vaulted entries" in msg and "vault id 'other'" in msg and "--vault-id other@prompt" in msg
+    assert store.read_bytes() == before
 
 
 def test_merge_keeps_entries_not_given_and_removal_drops_them(store):
@@ -229,8 +242,9 @@ def test_failed_write_leaves_the_old_store_and_no_temp_file(store, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(vault_credentials.os, "rename", broken_rename)
-    with pytest.raises(OSError):
+    with pytest.raises(AnsibleActionFail) as info:
         run_action({"path": str(store), "credentials": {"dev-2": cred(2)}})
+    assert "cannot write the credential store %s: No space left on device" % store in str(info.value)
     assert store.read_bytes() == before
     assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]
 
@@ -462,7 +476,8 @@ def test_run_lock_in_check_mode_and_bad_arguments(store, tmp_path):
     assert "not taken" in result["msg"] and not os.path.exists(str(store) + ".run-lock")
     for args, message in [
         ({"path": str(store), "run_lock": "acquire", "credentials": {"dev-1": cred(1)}}, "neither credentials nor remove"),
-        ({"path": str(store), "run_lock": "acquire", "lock_timeout": -1}, "lock_timeout must be 0 or more"),
+        ({"path": str(store), "run_lock": "acquire", "lock_timeout": -1}, "lock_timeout must be between 0 and 86400"),
+        ({"path": str(store), "run_lock": "acquire", "lock_timeout": 10 ** 12}, "lock_timeout must be between 0 and 86400"),
         ({"path": str(tmp_path), "run_lock": "acquire"}, "is a directory"),
         ({"path": "/nonexistent-dir/creds.yml", "run_lock": "acquire"}, "/nonexistent-dir/creds.yml does not exist"),
         ({"path": str(store), "run_lock": "hold"}, "run_lock"),
@@ -485,3 +500,122 @@ def test_many_passwords_are_encrypted_in_threads_each_with_its_own_salt(store, m
     used[:] = []
     run_action({"path": str(store), "credentials": {"dev-x": cred(99)}})
     assert used == []  # a few passwords: no threads
+
+
+# ---------------------------------------------------------------------------
+# a store that cannot break silently
+# ---------------------------------------------------------------------------
+
+def flip_one_byte(text, label):
+    """The store text with one hex digit of ``label``'s ciphertext changed."""
+    lines = text.splitlines(True)
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(json.dumps(label)))
+    index = next(i for i in range(start, len(lines)) if lines[i].startswith("      ") and not lines[i].strip().startswith("$"))
+    line = lines[index]
+    col = len(line) - len(line.lstrip()) + 5
+    lines[index] = line[:col] + ("0" if line[col] != "0" else "1") + line[col + 1:]
+    return "".join(lines)
+
+
+def truncate_entry(text, label):
+    lines = text.splitlines(True)
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(json.dumps(label)))
+    vault_line = next(i for i in range(start, len(lines)) if "$ANSIBLE_VAULT" in lines[i])
+    end = next((i for i in range(vault_line + 1, len(lines)) if not lines[i].startswith("      ")), len(lines))
+    return "".join(lines[:vault_line + 2] + lines[end:])  # keep one line of the ciphertext
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (flip_one_byte, "does not decrypt"),
+    (truncate_entry, "does not decrypt"),
+    (lambda text, label: text.replace(text[text.index(json.dumps(label)):].split("password:", 1)[0] + "password: !vault |",
+                                      text[text.index(json.dumps(label)):].split("password:", 1)[0] + "password: null\n    x: |"),
+     "no password"),
+])
+def test_a_damaged_entry_is_named_and_left_out_on_read(store, damage, reason):
+    run_action({"path": str(store), "credentials": dict(("dev-%d" % n, cred(n)) for n in (1, 2, 3))})
+    store.write_text(damage(store.read_text(), "dev-2"))
+    display = Warnings()
+    result, warnings = run_action({"path": str(store)}, display=display)
+    assert list(result["damaged"]) == ["dev-2"] and reason in result["damaged"]["dev-2"], result["damaged"]
+    assert sorted(result["credentials"]) == ["dev-1", "dev-3"] and sorted(result["rotated_at"]) == ["dev-1", "dev-3"]
+    assert any("dev-2: " in w and "recovers them by rotation" in w for w in warnings)
+    # the rotation's new password replaces the damaged entry
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-2": cred(2, password="new-2")}})
+    assert decrypt(raw_entries(store)["dev-2"]["password"]) == "new-2"
+    assert run_action({"path": str(store)})[0]["damaged"] == {}
+
+
+def test_a_store_that_would_not_read_back_is_not_written(store):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    before = store.read_bytes()
+    with pytest.raises(AnsibleActionFail) as info:
+        run_action({"path": str(store), "credentials": {"bad\u2028label": cred(2), "dev-3": cred(3)}})
+    assert "would not read back as written" in str(info.value) and "'bad\\u2028label'" in str(info.value)
+    assert store.read_bytes() == before and run_action({"path": str(store)})[0]["damaged"] == {}
+
+
+def test_the_read_probes_for_space_before_any_request(store, monkeypatch):
+    run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
+    real_fdopen = os.fdopen
+
+    def full_disk(fd, *args, **kwargs):
+        handle = real_fdopen(fd, *args, **kwargs)
+        if os.readlink("/proc/self/fd/%d" % fd).endswith(".probe"):
+            def write(data):
+                raise OSError(28, "No space left on device")
+            handle.write = write
+        return handle
+
+    monkeypatch.setattr(vault_credentials.os, "fdopen", full_disk)
+    with pytest.raises(AnsibleActionFail) as info:
+        run_action({"path": str(store), "space_for": 500})
+    assert "%s cannot be written (No space left on device" % store in str(info.value)
+    assert "nothing was sent to the portal" in str(info.value)
+    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]
+    run_action({"path": str(store)})  # without space_for (a module user's read): no probe
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/bin/mount"), reason="mounting a tmpfs needs root")
+def test_a_full_tmpfs_fails_naming_the_path_and_keeps_the_old_store(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (%s): the full-disk case is covered by the fault-injection tests above"
+                    % done.stderr.strip())
+    try:
+        path = mount / "credentials.yml"
+        run_action({"path": str(path), "credentials": {"dev-1": cred(1)}})
+        before = path.read_bytes()
+        with pytest.raises(AnsibleActionFail) as info:  # the read step of a run of 500 devices
+            run_action({"path": str(path), "space_for": 500})
+        assert str(path) in str(info.value) and "No space left on device" in str(info.value)
+        with pytest.raises(AnsibleActionFail) as info:  # a merge that does not fit
+            run_action({"path": str(path), "credentials": dict(("dev-%d" % n, cred(n)) for n in range(2, 200))})
+        assert "cannot write the credential store %s" % path in str(info.value)
+        assert path.read_bytes() == before
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_rerun_does_not_decrypt_checked_entries_again_but_sees_any_change(store, monkeypatch):
+    run_action({"path": str(store), "credentials": dict(("dev-%d" % n, cred(n)) for n in (1, 2, 3))})
+    decrypts = []
+    real = VaultLib.decrypt
+
+    def counting(self, *args, **kwargs):
+        decrypts.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VaultLib, "decrypt", counting)
+    assert run_action({"path": str(store)})[0]["damaged"] == {} and len(decrypts) == 3
+    del decrypts[:]
+    assert run_action({"path": str(store)})[0]["damaged"] == {} and decrypts == []  # remembered
+    store.write_text(flip_one_byte(store.read_text(), "dev-3"))
+    assert list(run_action({"path": str(store)})[0]["damaged"]) == ["dev-3"] and len(decrypts) == 1
+    with pytest.raises(AnsibleActionFail, match="none of the 3 vaulted entries"):  # another secret: nothing remembered
+        run_action({"path": str(store)}, secrets=(OTHER,))
+    checked = [p for p in os.listdir(os.environ["ISR_MQTT_LOCK_DIR"]) if p.endswith(".checked")]
+    assert len(checked) == 1 and stat.S_IMODE(os.stat(os.path.join(os.environ["ISR_MQTT_LOCK_DIR"], checked[0])).st_mode) == 0o600

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _plan
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_action, apply_actions, check_client_id, check_label, find_client, plan_client, plan_fleet)
+    PlanError, apply_action, apply_actions, check_client_id, check_label, check_not_null, find_client, rotated_elsewhere, plan_client, plan_fleet)
 
 
 def row(label="dev-1", client_id="pub-000000000001", paused=False, allow_publish=True, allow_subscribe=False):
@@ -31,7 +31,7 @@ def kinds(actions):
 
 # --- check_label / check_client_id -------------------------------------------------------------
 
-@pytest.mark.parametrize("label", ["a", "x" * 64, "site alpha / sensor-1", "é"])
+@pytest.mark.parametrize("label", ["a", "x" * 64, "site alpha / sensor-1", "é", "\U0001f600", "\ufffd", "a\ufeff"])
 def test_check_label_ok(label):
     assert check_label(label) is None
 
@@ -41,10 +41,26 @@ def test_check_label_ok(label):
     ("x" * 65, "65 characters"), ("a\nb", "control characters"), ("a\x7f", "control characters"),
     ("dev\u0085one", "control characters"), ("a\x9f", "control characters"),
     (["x"], "not list"), ({"a": 1}, "not dict"), (7, "not int"), (None, "not null"),
+    ("a\u2028b", "U+2028"), ("a\u2029", "U+2029"), ("\ufffe", "U+FFFE"), ("a\uffff", "U+FFFF"),
+    ("a\ufdd0", "U+FDD0"), ("a\U0001fffe", "U+1FFFE"), ("a\U0010ffff", "U+10FFFF"), ("a\ud800", "U+D800"),
 ])
 def test_check_label_bad(label, fragment):
     msg = check_label(label, field="devices[3].label")
     assert fragment in msg and "devices[3].label" in msg
+
+
+def test_check_not_null_names_each_explicit_null_only():
+    assert check_not_null({"a": None, "b": 0, "c": False, "d": None}, ("a", "b", "c", "e")) == [
+        "a is null; give a value, or leave the option out to get its default"]
+
+
+def test_rotated_elsewhere_compares_the_portal_with_the_store():
+    rows = [{"label": "a", "rotated_at": "2026-11-26T10:00:05Z"}, {"label": "b", "rotated_at": "2026-11-26T10:00:00Z"},
+            {"label": "c", "rotated_at": "2026-11-26T11:00:00+01:00"}, {"label": "d", "rotated_at": None},
+            {"label": "e", "rotated_at": "yesterday"}, {"label": "f", "rotated_at": "2026-11-27T00:00:00"}]
+    stored = {"a": "2026-11-26T10:00:00Z", "b": "2026-11-26T10:00:00Z", "c": "2026-11-26T10:00:00Z",
+              "d": "2026-11-26T10:00:00Z", "e": "2026-11-26T10:00:00Z", "f": None}
+    assert rotated_elsewhere(rows, stored) == ["a"]  # c: the same moment in another zone; d-f: nothing to compare
 
 
 def test_check_client_id():

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 from types import SimpleNamespace
@@ -770,8 +771,77 @@ def test_token_is_scrubbed_from_portal_details_and_exception_texts():
 def test_to_fail_kwargs():
     err = PortalError("it broke", kind="server", status=503, detail="down")
     assert err.to_fail_kwargs(changed=True) == {"msg": "it broke", "changed": True,
-                                                "error": {"kind": "server", "status": 503, "detail": "down"}}
+                                                "error": {"kind": "server", "status": 503, "detail": "down",
+                                                          "may_have_acted": True}}
     assert str(err) == "it broke"
+    assert PortalError("no", kind="validation").to_fail_kwargs()["error"]["may_have_acted"] is False
+
+
+def truncated():
+    """What requests raises when the answer stops before its Content-Length (stream=False reads it in send)."""
+    return requests.exceptions.ChunkedEncodingError(ProtocolError(
+        "Connection broken: IncompleteRead(10 bytes read, 12 more expected)", http.client.IncompleteRead(b"0123456789", 12)))
+
+
+# Every exception of the HTTP layer besides connection errors and timeouts, each with the token in its text.
+TRANSPORT_FAILURES = [
+    truncated(),
+    requests.exceptions.ContentDecodingError("Received response with content-encoding: gzip, but failed to decode it %s" % TOKEN),
+    ProtocolError("Connection broken %s" % TOKEN),
+    http.client.IncompleteRead(b"partial"),
+    requests.exceptions.RequestException("something else %s" % TOKEN),
+    RuntimeError("a bug in a library %s" % TOKEN),
+]
+
+
+@pytest.mark.parametrize("failure", TRANSPORT_FAILURES)
+def test_every_transport_failure_becomes_a_scrubbed_portal_error_that_may_have_acted(failure):
+    h = Harness(lambda request: failure, max_retries=1)
+    with pytest.raises(PortalError) as info:
+        h.client.pause_client("pub-1")
+    assert info.value.kind == "connection" and info.value.may_have_acted is True and info.value.unclean
+    assert "may have carried out the request" in info.value.msg and type(failure).__name__ in info.value.msg
+    assert_no_token(info.value)
+    assert len(h.calls) == 2  # idempotent: retried
+
+
+@pytest.mark.parametrize("failure", TRANSPORT_FAILURES[:3])
+def test_a_create_whose_answer_was_cut_short_is_checked_by_listing(failure):
+    h = Harness([failure, (200, [row("pub-new", "dev-1")])])
+    client, password = h.client.create_client("dev-1", known_client_ids=set())
+    assert client["client_id"] == "pub-new" and password is None
+    assert [c["method"] for c in h.calls] == ["POST", "GET"]
+
+
+def test_a_rotate_whose_answers_keep_being_cut_short_says_it_may_have_rotated():
+    h = Harness(lambda request: truncated(), max_retries=1)
+    with pytest.raises(PortalError) as info:
+        h.client.rotate_password("pub-1")
+    assert info.value.may_have_acted is True and "may have been rotated" in info.value.msg and len(h.calls) == 2
+    h = Harness([truncated(), (200, {"client_id": "pub-1", "password": "new"})])
+    assert h.client.rotate_password("pub-1")[1] == "new"
+
+
+def test_an_invalid_request_is_not_sent_and_names_the_fix_without_the_token():
+    failure = requests.exceptions.InvalidHeader("Invalid leading whitespace, reserved character(s), or return character(s) "
+                                                "in header value: %r" % ("Bearer %s\n" % TOKEN))
+    h = Harness(lambda request: failure)
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "validation" and info.value.may_have_acted is False and len(h.calls) == 1
+    assert "nothing reached the portal" in info.value.msg and "api_token" in info.value.msg
+    assert_no_token(info.value)
+
+
+def test_a_write_answered_with_something_unreadable_may_have_acted():
+    h = Harness([(200, "<html>", {"Content-Type": "text/html"})])
+    with pytest.raises(PortalError) as info:
+        h.client.pause_client("pub-1")
+    assert info.value.may_have_acted is True
+    h = Harness([(200, "<html>", {"Content-Type": "text/html"})])
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    assert info.value.may_have_acted is False
 
 
 # ---------------------------------------------------------------- subscribers
@@ -895,6 +965,9 @@ def test_client_from_module_builds_a_client_that_warns_through_the_module():
     ({"portal_url": None}, ["portal_url", "ISR_PORTAL_URL"]),
     ({"api_token": ""}, ["api_token", "ISR_PORTAL_TOKEN"]),
     ({"timeout": 0}, ["timeout"]),
+    ({"timeout": 10 ** 12}, ["timeout must be between 1 and 3600"]),
+    ({"rate_limit_max_wait": 10 ** 12}, ["rate_limit_max_wait must be between 0 and 86400"]),
+    ({"validate_certs": None}, ["validate_certs is null"]),
     ({"rate_limit_max_wait": -1}, ["rate_limit_max_wait"]),
     ({"portal_url": "portal.test"}, ["portal_url", "https://"]),
 ])
@@ -974,6 +1047,29 @@ def test_module_processes_write_no_core_files():
             resource.setrlimit(resource.RLIMIT_CORE, old)
         except ValueError:  # a hard limit cannot be raised again: keep 0 for this test process
             pass
+
+
+def test_an_orphan_stops_during_a_rate_limit_wait_and_sends_nothing_more():
+    """The module's ansible-playbook died while the module waited out a 429: it stops within a second of wait."""
+    h = Harness([(429, {"detail": "slow down"}, {"Retry-After": "60"})], rate_limit_max_wait=300)
+    checks = []
+
+    def gone():
+        checks.append(1)
+        return "ansible-playbook (pid 4242) that started it is gone" if len(checks) > 3 else None
+
+    h.client.should_stop = gone
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.kind == "aborted" and info.value.may_have_acted is False
+    assert "pid 4242" in info.value.msg and "Nothing more is sent" in info.value.msg
+    assert len(h.calls) == 1 and sum(h.sleeps) <= 3  # not the 60 s the portal asked for
+
+
+def test_without_a_watch_waits_are_single_sleeps():
+    h = Harness([(429, {"detail": "slow down"}, {"Retry-After": "7"}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [7.0]
 
 
 # ---------------------------------------------------------------- status handling for portals we have not seen

@@ -5,7 +5,7 @@ import pytest
 from ansible.module_utils import _internal
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal, _run_guard
 
 
 @pytest.fixture
@@ -24,8 +24,11 @@ def run_module(emulator, capsys, monkeypatch):
             defaults["password_sink"] = "result"
         args = dict(defaults, **args)
         with patch_module_args(args):
-            with pytest.raises(SystemExit) as exit_info:
-                module.main()
+            try:
+                with pytest.raises(SystemExit) as exit_info:
+                    module.main()
+            finally:
+                _run_guard.release_all()  # a module process would end here, and the kernel would release its locks
         result = json.loads(capsys.readouterr().out)
         assert emulator.token not in json.dumps(result)
         return exit_info.value.code != 0, result

@@ -88,6 +88,16 @@ def test_password_file_in_missing_directory_fails_before_any_request(run, emulat
     (mqtt_client_info, {"label": "x" * 65}, "label is 65 characters long"),
     (mqtt_client_info, {"label": ["a"]}, "not list"),
     (mqtt_client_info, {"api_token": ["a", "b"]}, "api_token must be a string (the token itself, isr_mqtt_rest_...), not list"),
+    (mqtt_client, {"label": None}, "label and client_id are both null"),
+    # explicit nulls of typed options: refused by Ansible (2.19) or by check_not_null, never read as false
+    (mqtt_client, {"label": "u-1", "allow_publish": None}, "allow_publish"),
+    (mqtt_client, {"label": "u-1", "allow_subscribe": None}, "allow_subscribe"),
+    (mqtt_client, {"label": "u-1", "validate_certs": None}, "validate_certs"),
+    (mqtt_client, {"label": "u-1", "timeout": 10 ** 12}, "timeout must be between 1 and 3600 seconds"),
+    (mqtt_client, {"label": "u-1", "rate_limit_max_wait": 10 ** 9}, "rate_limit_max_wait must be between 0 and 86400"),
+    (mqtt_client, {"label": "u\u2028x"}, "contains U+2028"),
+    (mqtt_client, {"label": "u-1", "password_file": "/dev/full"}, "password_file /dev/full is not a regular file"),
+    (mqtt_client_info, {"label": "u\uffff"}, "contains U+FFFF"),
 ])
 def test_bad_input_fails_before_any_request(run, emulator, module, args, message):
     emulator.control.reset_counters()
@@ -141,6 +151,34 @@ def test_write_secret_file_cleans_up_on_error(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         _secret_file.write_secret_file(str(tmp_path / "pw"), "secret")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "dir"])
+def test_password_file_must_be_a_regular_file_or_absent(run, emulator, tmp_path, kind):
+    target = tmp_path / "pw"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("keep me")
+    if kind == "symlink":
+        target.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(str(target))
+    else:
+        target.mkdir()
+    emulator.control.reset_counters()
+    failed, result = run(label="unit-pwfile-%s" % kind, password_file=str(target))
+    assert failed and "password_file %s" % target in result["msg"], result
+    assert {"symlink": "symbolic link", "fifo": "not a regular file", "dir": "directory"}[kind] in result["msg"]
+    assert emulator.control.counters()["total"] == 0 and elsewhere.read_text() == "keep me"
+
+
+def test_write_secret_file_refuses_a_path_that_became_a_device_or_link(tmp_path):
+    link = tmp_path / "pw"
+    link.symlink_to(tmp_path / "target")
+    with pytest.raises(OSError, match="symbolic link"):
+        _secret_file.write_secret_file(str(link), "secret")
+    assert os.path.islink(str(link)) and not (tmp_path / "target").exists()
+    with pytest.raises(OSError, match="not a regular file"):
+        _secret_file.write_secret_file("/dev/null", "secret")
 
 
 # ---------------------------------------------------------------- create answers without an id (issue 13)

@@ -59,6 +59,10 @@ class FakePortal(object):
     def writes(self):
         return len([c for c in self.calls if c["op"] != "list"])
 
+    @staticmethod
+    def scrub(text):
+        return text.replace(TOKEN, "<api_token>")
+
     def list_clients(self):
         with self.lock:
             self.requests += 1
@@ -145,7 +149,8 @@ def run(monkeypatch, capsys):
     """run(fake, **module_args) -> (failed, result); never touches the network."""
     built = []
 
-    def factory(module, pool_size=None):
+    def factory(module, pool_size=None, guard=False):
+        assert guard, "mqtt_fleet writes: it must take the account lock and watch its run"
         built.append(pool_size)
         return run.fake
 
@@ -235,12 +240,42 @@ def test_every_error_is_reported_at_once(run):
     assert "recover lists labels that are not in clients: yyy" in text
 
 
-def test_purge_without_purge_match_is_refused(run):
-    fake = FakePortal(rows=[make_row("dev-old", "pub-old")])
-    failed, result = run(fake, clients=labels(1), purge=True)
+@pytest.mark.parametrize("purge_match", [None, "", "   ", "\t\n"])
+def test_purge_without_a_real_purge_match_is_refused_before_any_request(run, purge_match):
+    fake = FakePortal(rows=[make_row("dev-old", "pub-old"), make_row("someone-elses", "pub-other")])
+    args = dict(clients=labels(1), purge=True)
+    if purge_match is not None:
+        args["purge_match"] = purge_match
+    failed, result = run(fake, **args)
     assert failed
-    assert "purge is True" in result["msg"] and "purge_match" in result["msg"]
-    assert fake.calls == [] and "pub-old" in fake.rows
+    assert "purge is true but purge_match is empty" in result["msg"] and "'^site-alpha-'" in result["msg"]
+    assert fake.calls == [] and run.built == [] and set(fake.rows) == {"pub-old", "pub-other"}
+
+
+@pytest.mark.parametrize("item, field", [
+    ({"label": None}, "clients[0].label must be a non-empty string of 1-64 characters, not null"),
+    ({"label": "a", "allow_publish": None}, "clients[0].allow_publish is null"),
+    ({"label": "a", "allow_subscribe": None}, "clients[0].allow_subscribe is null"),
+    ({"label": "a\u2028b"}, "contains U+2028"),
+    ({"label": "a\uffff"}, "contains U+FFFF"),
+])
+def test_typed_nulls_and_unstorable_labels_are_refused_before_any_request(run, item, field):
+    fake = FakePortal()
+    failed, result = run(fake, clients=[item])
+    assert failed and field in result["msg"] and fake.calls == [] and run.built == []
+
+
+def test_paused_null_means_leave_as_it_is(run):
+    fake = FakePortal(rows=[make_row("a", "pub-a", paused=True)])
+    failed, result = run(fake, clients=[{"label": "a", "paused": None}])
+    assert not failed and fake.writes == 0 and result["counts"]["unchanged"] == 1
+
+
+@pytest.mark.parametrize("option", ["rotate", "recover", "keep_labels", "purge", "parallel", "recover_missing"])
+def test_null_options_are_refused_before_any_request(run, option):
+    fake = FakePortal()
+    failed, result = run(fake, clients=labels(1), **{option: None})
+    assert failed and option in result["msg"] and fake.calls == [] and run.built == []  # ours or Ansible's message
 
 
 def test_labels_held_by_several_clients_fail_before_any_write(run):
@@ -254,7 +289,7 @@ def test_labels_held_by_several_clients_fail_before_any_write(run):
 def test_list_failure_is_reported_with_its_kind(run):
     fake = FakePortal(list_error=PortalError("The API token was refused (401): make a new token.", kind="auth", status=401))
     failed, result = run(fake, clients=labels(2))
-    assert failed and result["error"] == {"kind": "auth", "status": 401, "detail": None}
+    assert failed and result["error"] == {"kind": "auth", "status": 401, "detail": None, "may_have_acted": False}
     assert result["requests"] == 1 and "make a new token" in result["msg"]
 
 
@@ -508,3 +543,44 @@ def test_module_reconciles_in_batches_with_one_list(run_module, emulator):
     failed, result = run_module(mqtt_fleet, clients=[{"label": "b%d" % i} for i in range(5)], batch_size=2)
     assert not failed and result["counts"]["created"] == 5 and result["complete"] is True
     assert emulator.control.counters()["by_route"].get("GET /api/v1/subscriber/publishers") == 1
+
+
+def test_an_unexpected_exception_still_returns_every_password_received(run):
+    fake = FakePortal(rows=[make_row("old", "pub-old")])
+
+    def broken_rotate(client_id):
+        raise RuntimeError("library bug while talking with %s" % TOKEN)
+
+    fake.rotate_password = broken_rotate
+    failed, result = run(fake, clients=[{"label": "new"}, {"label": "old"}], rotate=["old"], parallel=1)
+    assert failed and "Unexpected error (RuntimeError" in result["msg"] and TOKEN not in json.dumps(result)
+    assert set(result["credentials"]) == {"new"} and result["unconfirmed"] == ["old"]
+    assert result["error"]["may_have_acted"] is True
+
+
+def test_a_password_rotated_elsewhere_is_recovered_and_named(run):
+    fake = FakePortal(rows=[make_row("a", "pub-a"), make_row("b", "pub-b")])
+    fake.rows["pub-b"]["rotated_at"] = "2026-03-01T00:00:00Z"  # rotated in the portal's UI after we stored it
+    failed, result = run(fake, clients=[{"label": "a"}, {"label": "b"}], recover_missing=True, known_labels=["a", "b"],
+                         known_rotated_at={"a": "2026-01-01T00:00:00Z", "b": "2026-01-01T00:00:00Z"})
+    assert not failed and result["rotated_elsewhere"] == ["b"] and list(result["credentials"]) == ["b"]
+    assert [(c["op"], c["label"]) for c in fake.calls if c["op"] != "list"] == [("rotate", "b")]
+    assert any("rotated outside this collection" in w for w in run.warnings)
+    # the stored rotated_at is the rotation's own: the next run sees nothing to do
+    stored = dict((label, c["rotated_at"]) for label, c in result["credentials"].items())
+    failed, again = run(fake, clients=[{"label": "a"}, {"label": "b"}], recover_missing=True, known_labels=["a", "b"],
+                        known_rotated_at=dict({"a": "2026-01-01T00:00:00Z"}, **stored))
+    assert not failed and again["rotated_elsewhere"] == [] and again["actions"] == []
+
+
+def test_a_rotation_answer_without_rotated_at_stores_none_not_the_old_value(run):
+    fake = FakePortal(rows=[make_row("a", "pub-a")])
+    real = fake.rotate_password
+
+    def without_rotated_at(client_id):
+        partial, password = real(client_id)
+        return dict((k, v) for k, v in partial.items() if k != "rotated_at"), password
+
+    fake.rotate_password = without_rotated_at
+    failed, result = run(fake, clients=[{"label": "a"}], rotate=["a"])
+    assert not failed and result["credentials"]["a"]["rotated_at"] is None

@@ -120,6 +120,12 @@ def test_invalid_input_sends_no_request(run, emulator):
     assert failed and "label 'dev\\x85one' contains control characters" in result["msg"]
     failed, result = run(label={"a": 1})
     assert failed and "label must be a non-empty string of 1-64 characters, not dict" in result["msg"]
+    failed, result = run(label="x", expires_in_days=None)  # would create a subscriber that never expires
+    assert failed and "expires_in_days" in result["msg"]  # Ansible's own message (2.19) or check_not_null's
+    failed, result = run(label=None)
+    assert failed and "one of label or id is required" in result["msg"]
+    failed, result = run(label="x", password_file="/dev/null")
+    assert failed and "password_file /dev/null is not a regular file" in result["msg"]
     assert emulator.control.counters()["total"] == 0
 
 
@@ -154,6 +160,7 @@ def test_password_file_checks(tmp_path):
     assert mqtt_subscriber.check_password_file(str(tmp_path / "pw")) is None
     assert "is a directory" in mqtt_subscriber.check_password_file(str(tmp_path))
     assert "does not exist; create it first" in mqtt_subscriber.check_password_file(str(tmp_path / "no" / "pw"))
+    assert "not a regular file" in mqtt_subscriber.check_password_file("/dev/full")
 
 
 def test_plan_limit_message_without_counts_from_the_portal():
