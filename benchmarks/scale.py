@@ -1,12 +1,13 @@
 """Scale benchmark of issue 17: the role's hosts mode against list mode and the full-job reference, a kill in the
 middle of a run, and a paced run against a small budget. Not a test: nothing asserts on time.
 
-    python benchmarks/scale.py [--sizes 100,1000] [--repeat 2] [--scenarios reference,list,hosts,kill,budget] [--no-rerun]
+    python benchmarks/scale.py [--sizes 100,1000] [--repeat 2] [--scenarios reference,list,hosts,hosts_once,kill,budget] [--no-rerun]
 
 Scenarios run interleaved (rep 1 of each, then rep 2 ...) so that load from other processes spreads over all of
 them; compare ratios within a rep. Output: benchmarks/output/scale-<stamp>/results.json and a table on stdout.
 - reference: benchmarks/full_job.py (requests, 8 threads, one `!vault` per password with a fresh salt, atomic store)
-- list: the role with fleet_devices (localhost); hosts: the role with N inventory hosts (fleet_devices empty)
+- list: the role with fleet_devices (localhost); hosts: the role with N inventory hosts (fleet_devices empty);
+  hosts_once: the same, with run_once: true on the role (its argument validation runs once, not per host)
 - kill: the role (fleet_batch_size 100, latency 0.05 s), SIGKILL of its process group at N/2 clients, then a rerun:
   the rerun's rotations are the passwords the kill lost
 - budget: the role against a budget of N/2+20 requests per --budget-window seconds: POSTs sent, 429 answers, waits
@@ -53,7 +54,8 @@ class Scale(Bench):
         else:
             evars["fleet_devices"] = [{"label": label} for label in labels(n)]
         evars.update(extra or {})
-        cmd = self.command("fleet_hosts.yml" if hosts else "fleet_role.yml", workdir, phase, evars, inventory)
+        playbook = {"once": "fleet_hosts_once.yml", True: "fleet_hosts.yml", False: "fleet_role.yml"}[hosts]
+        cmd = self.command(playbook, workdir, phase, evars, inventory)
         return cmd, dict(self.ansible_env(emu, workdir), BENCH_TIMINGS=str(workdir / ("timings-%s.json" % phase)))
 
     def run_one(self, scenario, n, rep):
@@ -68,8 +70,9 @@ class Scale(Bench):
                            VAULT_PASSWORD_FILE=str(self.vault_file))
                 cmd = [sys.executable, str(BENCH / "full_job.py"), "--count", str(n), "--store", str(workdir / "credentials.yml")]
                 record["create"] = measure(cmd, env, workdir, workdir / "create.log", watch=watch)
-            elif scenario in ("list", "hosts", "budget"):
-                cmd, env = self.role(emu, workdir, "create", n, scenario == "hosts")
+            elif scenario in ("list", "hosts", "hosts_once", "budget"):
+                hosts = {"hosts": True, "hosts_once": "once"}.get(scenario, False)
+                cmd, env = self.role(emu, workdir, "create", n, hosts)
                 record["create"] = measure(cmd, env, workdir, workdir / "create.log", watch=watch)
                 timings = workdir / "timings-create.json"
                 if timings.exists():
@@ -136,7 +139,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--scenarios", default="reference,list,hosts,kill,budget")
+    parser.add_argument("--scenarios", default="reference,list,hosts,hosts_once,kill,budget")
     parser.add_argument("--budget-window", type=float, default=60)
     parser.add_argument("--no-rerun", dest="rerun", action="store_false", help="skip the no-op reruns of list and hosts")
     args = parser.parse_args(argv)
@@ -155,12 +158,14 @@ def main(argv=None):
             def get(scenario, key):
                 return next((r["create"].get(key) for r in bench.runs
                              if r["scenario"] == scenario and r["n"] == n and r["rep"] == rep and "create" in r), None)
-            ref, lst, hst = (get(s, "cpu_s") for s in ("reference", "list", "hosts"))
-            wref, wlst, whst = (get(s, "wall") for s in ("reference", "list", "hosts"))
+            ref, lst = get("reference", "cpu_s"), get("list", "cpu_s")
+            wref, wlst = get("reference", "wall"), get("list", "wall")
             if ref and lst:
                 print("r%d N=%d list/reference: wall %.2f cpu %.2f" % (rep, n, wlst / wref, lst / ref))
-            if lst and hst:
-                print("r%d N=%d hosts/list: wall %.2f cpu %.2f" % (rep, n, whst / wlst, hst / lst))
+            for hosts in ("hosts", "hosts_once"):
+                hst, whst = get(hosts, "cpu_s"), get(hosts, "wall")
+                if lst and hst:
+                    print("r%d N=%d %s/list: wall %.2f cpu %.2f" % (rep, n, hosts, whst / wlst, hst / lst))
     return 0
 
 

@@ -363,7 +363,7 @@ def channel_of(where, run_dir):
     """The output channel a searched text belongs to."""
     if not where.startswith(run_dir):
         return RUN_NAMES[where[:5]] + (" (stderr)" if "stderr" in where else "")
-    first = os.path.relpath(where, run_dir).split(os.sep)[0]
+    first = os.path.relpath(where, run_dir).split(os.sep, maxsplit=1)[0]
     return dict(FILE_CHANNELS).get(first, "other files of the run")
 
 
