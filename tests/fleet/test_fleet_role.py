@@ -37,6 +37,9 @@ HOSTS_PLAYBOOK = """
       delegate_to: localhost
 """
 
+# docs/fleet-role.md's form for big fleets: the role's argument validation runs once, not once per host.
+HOSTS_ONCE_PLAYBOOK = HOSTS_PLAYBOOK.replace("    - role: isr.mqtt.fleet\n", "    - role: isr.mqtt.fleet\n      run_once: true\n")
+
 
 class Fleet:
     """A workspace: vault password file, store path, playbooks, and a runner."""
@@ -50,6 +53,7 @@ class Fleet:
         self.vault_file.write_text(VAULT_PASSWORD + "\n")
         (tmp_path / "fleet.yml").write_text(PLAYBOOK)
         (tmp_path / "hosts.yml").write_text(HOSTS_PLAYBOOK)
+        (tmp_path / "hosts_once.yml").write_text(HOSTS_ONCE_PLAYBOOK)
         (tmp_path / "device.conf.j2").write_text("user={{ mqtt_username }}\npassword={{ mqtt_password }}\n")
         (tmp_path / "out").mkdir()
 
@@ -256,6 +260,20 @@ def test_facts_render_in_a_template(fleet, emulator, tmp_path):
     rendered = (tmp_path / "out" / "host02.conf").read_text()
     assert rendered == "user=%s\npassword=%s\n" % (entries["host02"]["username"], entries["host02"]["password"])
     assert emulator.control.verify(entries["host02"]["username"], entries["host02"]["password"])["ok"]
+
+
+def test_role_applied_run_once_validates_once_and_gives_every_host_its_facts(fleet, emulator, tmp_path):
+    assert "run_once: true" in HOSTS_ONCE_PLAYBOOK
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[devices]\n" + "".join("host%02d\n" % i for i in range(5)) + "[devices:vars]\nansible_connection=local\n")
+    out = fleet.run(playbook="hosts_once.yml", inventory=str(inventory))
+    validation = out.split("Validating arguments against arg spec")[1].split("TASK [")[0]
+    assert validation.count("ok: [") == 1, validation
+    entries = fleet.entries()
+    assert sorted(entries) == ["host%02d" % i for i in range(5)]
+    for i in range(5):  # the post_task, per host, renders each host's own credential from its facts
+        rendered = (tmp_path / "out" / ("host%02d.conf" % i)).read_text()
+        assert rendered == "user=%s\npassword=%s\n" % (entries["host%02d" % i]["username"], entries["host%02d" % i]["password"])
 
 
 def test_include_vars_of_the_store_yields_the_password(fleet, emulator, tmp_path):
