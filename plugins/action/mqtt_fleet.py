@@ -27,8 +27,9 @@ from ansible.parsing.vault import VaultLib
 from ansible_collections.isr.mqtt.plugins.module_utils import _run_guard
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import count_actions
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_fleet as fleet_module
+from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts
 from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import InProcessModule, ModuleDone
-from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import Journal
+from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import JOURNAL_SUFFIX, Journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._password_sink import PasswordSinkAction
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import _EncryptedString, pick_secret, vault_object
 
@@ -106,6 +107,9 @@ class ActionModule(PasswordSinkAction):
             _run_guard.release_all()  # the account lock a module process would have released by ending
             if journal:
                 journal.close()
+        if journaled and path.endswith(JOURNAL_SUFFIX):
+            # Encrypted here with the run's secret: the store's read that folds the journal need not decrypt them again.
+            CheckedCiphertexts(path[:-len(JOURNAL_SUFFIX)], pick_secret(vault[0], vault[1], path)[1]).vouch(journaled.values())
         return result
 
     def _progress(self, number, batches, done):

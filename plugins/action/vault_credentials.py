@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -46,7 +45,7 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import lock_dir
+from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts, compact as _compact
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
     PARALLEL_ENCRYPT_MIN, Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of,
@@ -114,10 +113,6 @@ def render_store(entries):
             lines.append("    password: !vault |")
             lines.extend("      " + line for line in to_text(password).strip().splitlines())
     return "\n".join(lines) + "\n"
-
-
-def _compact(value):
-    return None if value is None else "".join(to_text(value).split())
 
 
 def check_round_trip(text, entries):
@@ -212,42 +207,6 @@ def _vault_ids(entries):
         if len(header) >= 4 and header[0] == "$ANSIBLE_VAULT":
             ids.add(header[3].strip())
     return sorted(ids)
-
-
-class CheckedCiphertexts(object):
-    """Ciphertexts that decrypted with the run's secret before, so a rerun need not pay PBKDF2 (~4 ms) per entry again.
-
-    Kept in the private lock directory (0600), per store: a key derived from the secret with PBKDF2 (20000
-    rounds, random salt: twice the rounds of a vault value, so it makes the password no easier to guess), and
-    SHA-256(key + ciphertext) of every ciphertext seen to decrypt. Another secret derives another key (nothing counts as
-    checked); a changed ciphertext (truncated, a flipped bit) has another digest and is decrypted again.
-    """
-
-    def __init__(self, store, secret):
-        self.path = os.path.join(lock_dir(), "store-%s.checked" % hashlib.sha256(to_bytes(os.path.abspath(store))).hexdigest()[:40])
-        try:
-            with open(self.path) as handle:
-                data = json.load(handle)
-            salt, proof, digests = bytes.fromhex(data["salt"]), data["proof"], set(data["digests"])
-        except (OSError, ValueError, KeyError, TypeError):
-            salt, proof, digests = os.urandom(16), None, set()
-        self.key = hashlib.pbkdf2_hmac("sha256", to_bytes(secret.bytes), salt, 20000)
-        self.salt = salt
-        self.digests = digests if proof == hashlib.sha256(self.key).hexdigest() else set()
-        self.changed = False
-
-    def digest(self, ciphertext):
-        return hashlib.sha256(self.key + to_bytes(_compact(ciphertext))).hexdigest()
-
-    def save(self, ciphertexts):
-        """Keep the digests of ``ciphertexts`` (the store's current good entries) only."""
-        keep = set(self.digest(c) for c in ciphertexts)
-        if keep == self.digests and not self.changed:
-            return
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".checked.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"salt": self.salt.hex(), "proof": hashlib.sha256(self.key).hexdigest(), "digests": sorted(keep)}, handle)
-        os.rename(tmp, self.path)
 
 
 def inspect_entries(vault, entries, labels=None, checked=None):

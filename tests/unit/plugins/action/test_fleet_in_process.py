@@ -37,6 +37,11 @@ def run_fleet(emulator, args, check_mode=False, transport="local", task_env=None
     return action.run(task_vars={}), action._display.displayed
 
 
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ISR_MQTT_LOCK_DIR", str(tmp_path / "locks"))  # account locks, checked ciphertexts
+
+
 def devices(n):
     return [{"label": "dev-%03d" % i} for i in range(n)]
 
@@ -92,6 +97,31 @@ def test_vault_credentials_folds_the_journal_and_removes_it(emulator, store):
         assert emulator.control.verify(entry["username"], decrypt(entry["password"]))["ok"], label
     result, dummy = run_store({"path": str(store)})
     assert not result["changed"]
+
+
+def test_the_store_read_does_not_decrypt_again_what_the_run_journaled(emulator, tmp_path, monkeypatch):
+    decrypts = []
+    decrypt_once = VaultLib.decrypt
+
+    def counting_decrypt(self, *args, **kwargs):
+        decrypts.append(1)
+        return decrypt_once(self, *args, **kwargs)
+
+    monkeypatch.setattr(VaultLib, "decrypt", counting_decrypt)
+    counts = []
+    for forget in (False, True):
+        store = tmp_path / ("store-%s" % forget) / "credentials.yml"
+        store.parent.mkdir()
+        run_fleet(emulator, {"clients": [{"label": "%s-%d" % (forget, i)} for i in range(3)], "journal": journal_path(str(store))})
+        if forget:  # without what the fleet run vouched for, the read decrypts each folded entry to check it
+            for name in os.listdir(str(tmp_path / "locks")):
+                if name.endswith(".checked"):
+                    os.unlink(str(tmp_path / "locks" / name))
+        del decrypts[:]
+        result, dummy = run_store({"path": str(store)})
+        assert len(result["journaled"]) == 3 and result["damaged"] == {}
+        counts.append(len(decrypts))
+    assert counts == [0, 3]
 
 
 def test_deleted_labels_are_journaled_as_removals(emulator, store):
