@@ -382,6 +382,7 @@ class FleetRun(object):
         for action in chain:
             if self._stop.is_set():
                 return
+            kept_before = self.credentials.get(action["label"])
             try:
                 self.step(action)
             except Exception as exc:  # a bug must not lose the passwords received so far: fail with them
@@ -391,7 +392,9 @@ class FleetRun(object):
                 with self._lock:
                     self.errors.append((action, err))
                     # A create whose answer held the password but no id is kept (credentials), not unconfirmed.
-                    if action["action"] in ("create", "rotate") and err.unclean and getattr(err, "password", None) is None:
+                    # Not when this action's password arrived and is kept (it failed later, e.g. writing the journal).
+                    if action["action"] in ("create", "rotate") and err.unclean and getattr(err, "password", None) is None \
+                            and self.credentials.get(action["label"]) is kept_before:
                         self.unconfirmed.add(action["label"])
                 self._stop.set()
                 return
@@ -455,11 +458,11 @@ class FleetRun(object):
 
     def _keep(self, label, row, password):
         entry = credential(row, password)
+        with self._lock:
+            self.credentials[label] = entry  # first: if journaling fails, the result still carries the password
         keep_password = getattr(self.module, "keep_password", None)  # controller side: journal it right now
         if keep_password is not None:
             keep_password(label, entry)
-        with self._lock:
-            self.credentials[label] = entry
 
     def execute(self, actions, parallel, batch_size=0):
         """Deletes first (they free plan slots for creates), then the other labels in batches of ``batch_size``.

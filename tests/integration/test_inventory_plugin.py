@@ -15,7 +15,7 @@ from support import REPO, Emulator, ansible_env, bin_path, seed_clients
 
 CLIENTS = 2500
 TEMPLATE_LABEL = "{{ lookup('ansible.builtin.pipe', 'touch %s') }}"
-PLAYBOOK = Path(__file__).resolve().parent / "inventory" / "resume_paused.yml"
+PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "resume_paused.yml"
 LIST_ROUTE = "GET /api/v1/subscriber/publishers"
 
 

@@ -124,6 +124,29 @@ def test_the_store_read_does_not_decrypt_again_what_the_run_journaled(emulator, 
     assert counts == [0, 3]
 
 
+def test_a_password_whose_journal_write_failed_is_in_the_result_and_reaches_the_store(emulator, store, monkeypatch):
+    real_password = Journal.password
+
+    def disk_full_after_one(self, label, credential, ciphertext):
+        if os.path.exists(self.path):
+            raise OSError(28, "No space left on device")
+        real_password(self, label, credential, ciphertext)
+
+    monkeypatch.setattr(Journal, "password", disk_full_after_one)
+    result, dummy = run_fleet(emulator, {"clients": devices(3), "journal": journal_path(str(store)), "parallel": 1,
+                                         "return_password": "ciphertext"})
+    assert result["failed"] and "No space left" in result["msg"]
+    assert sorted(result["credentials"]) == ["dev-000", "dev-001"]  # the second was created, then its journal write failed
+    assert [r["label"] for r in read_journal(journal_path(str(store)))] == ["dev-000"]
+    for cred in result["credentials"].values():
+        assert cred["password"].startswith("$ANSIBLE_VAULT")  # sealed, not plaintext
+    run_store({"path": str(store), "credentials": result["credentials"]})  # what the role's persist step does
+    entries = raw_entries(store)
+    assert sorted(entries) == ["dev-000", "dev-001"]
+    for entry in entries.values():
+        assert emulator.control.verify(entry["username"], decrypt(entry["password"]))["ok"]
+
+
 def test_deleted_labels_are_journaled_as_removals(emulator, store):
     run_fleet(emulator, {"clients": devices(3), "journal": journal_path(str(store))})
     run_store({"path": str(store)})
