@@ -15,11 +15,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
 from ansible.parsing.vault import VaultLib, VaultSecret
-from requests.adapters import HTTPAdapter
 
-from plain_python import API, list_labels
+from plain_python import API, list_labels, portal_session
 
 
 def main(argv=None):
@@ -35,11 +33,7 @@ def main(argv=None):
     vault = VaultLib([("bench", secret)])
     started = time.monotonic()
 
-    session = requests.Session()
-    session.headers["Authorization"] = "Bearer " + token
-    adapter = HTTPAdapter(pool_connections=args.workers, pool_maxsize=args.workers)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    session = portal_session(token, args.workers)
 
     existing, pages = list_labels(session, url)
 

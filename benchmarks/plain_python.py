@@ -21,6 +21,16 @@ from requests.adapters import HTTPAdapter
 API = "/api/v1/subscriber/publishers"
 
 
+def portal_session(token, workers):
+    """A requests session with the token and a connection pool as big as the worker threads."""
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + token
+    adapter = HTTPAdapter(pool_connections=workers, pool_maxsize=workers)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def list_labels(session, base):
     """(labels on the portal, pages listed): every page, 1000 rows each."""
     existing, pages, url = set(), 0, base + API + "?page=1&page_size=1000"
@@ -51,11 +61,7 @@ def main(argv=None):
         parser.error("no token: set ISR_PORTAL_TOKEN or give --token-file")
     started = time.monotonic()
 
-    session = requests.Session()
-    session.headers["Authorization"] = "Bearer " + token
-    adapter = HTTPAdapter(pool_connections=args.workers, pool_maxsize=args.workers)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    session = portal_session(token, args.workers)
 
     existing, pages = list_labels(session, args.url)
 
