@@ -103,6 +103,10 @@ class ActionModule(PasswordSinkAction):
                                       password_vault=ciphertext)
             if journal:
                 journal.removed(sorted(set(result.get("deleted") or []) | set(result.get("unconfirmed") or [])))
+            if args.get("return_credentials") == "not_journaled" and isinstance(result.get("credentials"), dict):
+                # The journal (on disk, fsynced) holds the others; a password whose record failed stays here.
+                result["credentials"] = dict((label, credential) for label, credential in result["credentials"].items()
+                                             if label not in journaled)
         finally:
             _run_guard.release_all()  # the account lock a module process would have released by ending
             if journal:

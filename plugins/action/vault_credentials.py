@@ -29,7 +29,6 @@ parent) and the host name; it is created with O_EXCL and inspected under the flo
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -47,51 +46,18 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts, compact as _compact
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
+from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS, STORE_KEY, _StoreLoader, read_store
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
     PARALLEL_ENCRYPT_MIN, Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of,
     vault_object)
 
-STORE_KEY = "isr_mqtt_credentials"
-FIELDS = ("client_id", "username", "publish_topic", "history_topic_prefix", "rotated_at")
 HEADER = (
     "# MQTT credentials managed by isr.mqtt.vault_credentials; passwords are ansible-vault encrypted.\n"
     "# Read with ansible.builtin.include_vars (needs the vault secret). Edit with care: entries are merged by label.\n"
 )
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 LOCK_POLL_S = 0.5
-
-
-class _StoreLoader(_SafeLoader):
-    pass
-
-
-def _construct_vault(loader, node):
-    return Vaulted(loader.construct_scalar(node))
-
-
-_StoreLoader.add_constructor("!vault", _construct_vault)
-
-
-def read_store(path):
-    """The store's entries {label: {field: value, "password": Vaulted}}; {} when the file does not exist."""
-    try:
-        with open(path, "rb") as handle:
-            data = yaml.load(handle, Loader=_StoreLoader)  # nosec: a SafeLoader with one extra tag
-    except IOError as exc:
-        if exc.errno == errno.ENOENT:
-            return {}
-        raise AnsibleActionFail("cannot read the credential store %s: %s" % (path, exc))
-    except yaml.YAMLError as exc:
-        raise AnsibleActionFail("the credential store %s is not valid YAML (%s); fix or move it away" % (path, exc))
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get(STORE_KEY, {}), dict):
-        raise AnsibleActionFail(
-            "the credential store %s must be a mapping with the key %s (label -> entry); "
-            "it looks like another file: choose another path" % (path, STORE_KEY))
-    return data.get(STORE_KEY) or {}
+ROUND_TRIP_CHUNK = 500  # entries rendered and read back at a time
 
 
 def _quote(value):
@@ -99,9 +65,13 @@ def _quote(value):
     return "null" if value is None else json.dumps(to_text(value), ensure_ascii=False)
 
 
-def render_store(entries):
-    lines = [HEADER, STORE_KEY + ":" + (" {}" if not entries else "")]
-    for label in sorted(entries):
+def _store_head(empty):
+    return HEADER + "\n" + STORE_KEY + ":" + (" {}" if empty else "") + "\n"
+
+
+def _store_body(entries, labels):
+    lines = []
+    for label in labels:
         entry = entries[label]
         lines.append("  %s:" % _quote(label))
         for field in FIELDS:
@@ -112,7 +82,11 @@ def render_store(entries):
         else:
             lines.append("    password: !vault |")
             lines.extend("      " + line for line in to_text(password).strip().splitlines())
-    return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines)
+
+
+def render_store(entries):
+    return _store_head(not entries) + _store_body(entries, sorted(entries))
 
 
 def check_round_trip(text, entries):
@@ -136,14 +110,20 @@ def check_round_trip(text, entries):
 def write_store(path, entries):
     """Render, read back and compare, then replace ``path`` atomically; a store that would not read back as written
     (or a failed write) leaves the old file as it was and fails naming the path."""
-    text = render_store(entries)
-    bad = check_round_trip(text, entries)
+    # Rendered and read back in chunks: parsing the whole YAML of 10000 entries at once took ~100 MB.
+    labels = sorted(entries)
+    bodies = []
+    bad = [] if labels else check_round_trip(_store_head(True), {})
+    for start in range(0, len(labels), ROUND_TRIP_CHUNK):
+        chunk = dict((label, entries[label]) for label in labels[start:start + ROUND_TRIP_CHUNK])
+        bodies.append(_store_body(chunk, labels[start:start + ROUND_TRIP_CHUNK]))
+        bad.extend(check_round_trip(_store_head(False) + bodies[-1], chunk))
     if bad:
         raise AnsibleActionFail(
             "the credential store %s was not replaced: the entries of %s would not read back as written (a label or "
             "field the YAML store cannot hold). The old store is unchanged; rename those labels." % (path, ", ".join(map(repr, bad))))
     try:
-        write_atomic(path, text)
+        write_atomic(path, [_store_head(not labels)] + bodies)
     except OSError as exc:
         raise AnsibleActionFail(
             "cannot write the credential store %s: %s. The old store is unchanged. Free space or make the directory "
@@ -178,13 +158,15 @@ def probe_writable(path, size):
 
 
 def write_atomic(path, text):
-    """Write ``text`` to ``path`` via a 0600 temp file in the same directory, fsync, rename."""
+    """Write ``text`` (a string, or a list of strings written one after the other) to ``path`` via a 0600 temp
+    file in the same directory, fsync, rename."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)
-            handle.write(to_bytes(text))
+            for piece in [text] if isinstance(text, str) else text:
+                handle.write(to_bytes(piece))
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(tmp, path)
@@ -383,6 +365,7 @@ class ActionModule(ActionBase):
         run_lock=dict(type="str", choices=["acquire", "release"]),
         lock_timeout=dict(type="int", default=600),
         space_for=dict(type="int", default=0),
+        credentials_for=dict(type="list", elements="str"),
     )
 
     def _secret(self, vault_id, path):
@@ -400,6 +383,7 @@ class ActionModule(ActionBase):
         if args["run_lock"] is not None:
             return self._run_lock(result, args)
         path, incoming, remove = args["path"], args["credentials"], set(args["remove"])
+        wanted = None if args["credentials_for"] is None else set(args["credentials_for"])
 
         for label, cred in incoming.items():
             if not isinstance(cred, dict):
@@ -422,6 +406,8 @@ class ActionModule(ActionBase):
             journal = journal_path(path)
             records = read_journal(journal)
             folded = fold(entries, records)
+            journal_read = bool(records)
+            del records  # the entries hold them now; 10000 records are ~16 MB
             if incoming or remove:
                 # Merging: one entry that decrypts shows the store is ours (the full check is the read's, once a run).
                 tried = {}
@@ -470,7 +456,7 @@ class ActionModule(ActionBase):
             changed = bool(added or updated or removed or folded)
             if changed and not self._task.check_mode:
                 write_store(path, entries)
-            if records and not self._task.check_mode:
+            if journal_read and not self._task.check_mode:
                 os.unlink(journal)  # only once the store holds every record
 
         if damaged:
@@ -488,7 +474,7 @@ class ActionModule(ActionBase):
                 (label, dict([(f, entry.get(f)) for f in FIELDS],
                              password=vault_object(entry["password"], secrets) if entry.get("password") else None,
                              password_vault=str(entry["password"]) if entry.get("password") else None))
-                for label, entry in entries.items() if label not in damaged),
+                for label, entry in entries.items() if label not in damaged and (wanted is None or label in wanted)),
         )
         if self._task.diff and changed:
             result["diff"] = {

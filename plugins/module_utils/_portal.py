@@ -277,6 +277,8 @@ class PortalClient(object):
         self._sent = 0  # sequence number of the last request sent
         self._noted = 0  # sequence number of the newest request whose rate-limit headers were read
         self._in_flight = set()
+        self._answered = 0  # requests answered (or failed) so far
+        self._answered_at_send = {}  # request number -> self._answered when it was sent
         self.on_wait = None  # called with the seconds left, at least once a minute while waiting for the rate limit
         self._resume_reason = ""
         self.rate_headers = {}  # the rate-limit headers of the last answer (for the probe)
@@ -397,6 +399,7 @@ class PortalClient(object):
                         self._budget -= 1
                     self._sent += 1
                     self._in_flight.add(self._sent)
+                    self._answered_at_send[self._sent] = self._answered
                     return self._sent
             self._rate_limit_wait(wait, reason)
 
@@ -405,8 +408,15 @@ class PortalClient(object):
             return self.session.request(method, url, **kwargs)
         except BaseException:
             with self._lock:
-                self._in_flight.discard(number)
+                self._done(number)  # it may still have reached the portal
             raise
+
+    def _done(self, number):
+        """Mark request ``number`` answered (under the lock); returns how many others were answered since it was sent."""
+        self._in_flight.discard(number)
+        since = self._answered - self._answered_at_send.pop(number, self._answered)
+        self._answered += 1
+        return since
 
     def _reset_of(self, response):
         """``(seconds until the rate-limit window resets, header name)``; the header may hold seconds or a Unix time."""
@@ -418,7 +428,7 @@ class PortalClient(object):
         remaining, remaining_name = _reader.header_number(response.headers, *REMAINING_HEADERS)
         reset, reset_name = self._reset_of(response)
         with self._lock:
-            self._in_flight.discard(number)
+            answered_since = self._done(number)
             if number is not None and number < self._noted:
                 return  # an answer older than one already read: its count is stale
             self._noted = number or self._noted
@@ -426,8 +436,10 @@ class PortalClient(object):
             if reset is not None and reset > 0:
                 self._window_end = now + reset
             if remaining is not None:
-                # Requests still in flight may not be in the portal's count yet: count them as spent.
-                self._budget = remaining - len(self._in_flight)
+                # The portal counted the requests that reached it before this one. Threads overtake each other, so
+                # those still in flight and those answered since this one was sent may have reached it later:
+                # count them as spent (at worst a few requests of a window unused, never one refused).
+                self._budget = remaining - len(self._in_flight) - answered_since
                 if remaining <= 0 and reset is not None and reset > 0 and now + reset > self._resume_at:
                     self._resume_at = now + reset
                     self._resume_reason = "%s is 0 until %s" % (remaining_name, reset_name)

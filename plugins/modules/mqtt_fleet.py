@@ -119,6 +119,15 @@ options:
     type: str
     choices: [all, changed, none]
     default: all
+  return_credentials:
+    description:
+      - Which passwords RV(credentials) holds. V(all) every password this run received; V(not_journaled), with
+        O(journal), only those whose journal record could not be written (a full disk, for example), because the
+        journal holds the others. For big fleets V(not_journaled) keeps the result (and the controller's memory)
+        small; the role P(isr.mqtt.fleet#role) uses it and stores what the journal misses from RV(credentials).
+    type: str
+    choices: [all, not_journaled]
+    default: all
   batch_size:
     description:
       - Labels with something to do per batch; V(0) means one batch. The fleet is listed and planned once; between
@@ -229,7 +238,8 @@ clients:
        created_at: "2026-11-26T00:00:00Z", rotated_at: "2026-11-26T00:00:00Z"}
 credentials:
   description:
-    - Label to credential, for every password this run received (also in a failure result). Empty in check mode.
+    - Label to credential, for every password this run received (also in a failure result), or only those the journal
+      misses with O(return_credentials=not_journaled). Empty in check mode.
     - C(password) is vault-encrypted with the run's vault secret and C(password_vault) is the same ciphertext as text
       (plain text only under C(no_log=true) or with O(return_password=plaintext), and then without C(password_vault)).
       Store them with M(isr.mqtt.vault_credentials).
@@ -524,6 +534,7 @@ def main(module_class=AnsibleModule):
         store=dict(type="path"),
         parallel=dict(type="int", default=8),
         return_clients=dict(type="str", choices=["all", "changed", "none"], default="all"),
+        return_credentials=dict(type="str", choices=["all", "not_journaled"], default="all"),
         batch_size=dict(type="int", default=0),
         journal=dict(type="path"),
         max_duration=dict(type="int", default=0),
@@ -535,6 +546,9 @@ def main(module_class=AnsibleModule):
         module.fail_json(msg="journal is written by the controller side of isr.mqtt.mqtt_fleet (its action plugin, "
                              "run on the controller): call the module by that name with delegate_to: localhost")
 
+    if params["return_credentials"] == "not_journaled" and not params["journal"]:
+        module.fail_json(msg="return_credentials=not_journaled needs journal (the file that holds the other passwords); "
+                             "set journal or use return_credentials=all")
     errors = check_not_null(params, ("clients", "purge", "rotate", "recover", "recover_missing", "keep_labels",
                                      "parallel", "return_clients"))
     if errors:

@@ -100,6 +100,14 @@ options:
         before any request to the portal instead of rotating passwords it would lose. V(0) skips the check.
     type: int
     default: 0
+  credentials_for:
+    description:
+      - Return only the entries of these labels in RV(credentials) (labels without an entry are ignored); V([]) returns
+        none. The store itself is read, checked and written whole either way.
+      - Every registered result stays in memory for the rest of the play, so with a big store pass only the labels you
+        need. Not set, every entry is returned.
+    type: list
+    elements: str
 notes:
   - Never copy the store or a fact with M(ansible.builtin.copy) and its default C(decrypt=true); that writes plain text.
   - "ansible-core 2.19 restores a vault-encrypted fact from a persistent fact cache (for example C(jsonfile)) as its
@@ -166,8 +174,8 @@ EXAMPLES = r"""
 RETURN = r"""
 credentials:
   description:
-    - Every entry of the store (after the merge), by label. C(password) is a vault-encrypted object;
-      C(password_vault) is its ciphertext as text.
+    - Every entry of the store (after the merge), by label, or those of O(credentials_for). C(password) is a
+      vault-encrypted object; C(password_vault) is its ciphertext as text.
   returned: when O(path) is set, without O(run_lock)
   type: dict
   sample:

@@ -22,10 +22,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import is_encrypted
 
+from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import Vaulted
 
 JOURNAL_SUFFIX = ".journal"
-FIELDS = ("client_id", "username", "publish_topic", "history_topic_prefix", "rotated_at")
 
 
 def journal_path(store_path):

@@ -41,6 +41,10 @@ HOSTS_PLAYBOOK = """
 HOSTS_ONCE_PLAYBOOK = HOSTS_PLAYBOOK.replace("    - role: isr.mqtt.fleet\n", "    - role: isr.mqtt.fleet\n      run_once: true\n")
 
 
+# The role without per-host facts; the isr.mqtt.fleet_store vars plugin (enabled by VARS_PLUGIN_ENV) serves the store.
+HOSTS_VARS_PLAYBOOK = HOSTS_ONCE_PLAYBOOK.replace("      run_once: true\n", "      run_once: true\n      fleet_host_facts: false\n", 1)
+
+
 class Fleet:
     """A workspace: vault password file, store path, playbooks, and a runner."""
 
@@ -54,6 +58,7 @@ class Fleet:
         (tmp_path / "fleet.yml").write_text(PLAYBOOK)
         (tmp_path / "hosts.yml").write_text(HOSTS_PLAYBOOK)
         (tmp_path / "hosts_once.yml").write_text(HOSTS_ONCE_PLAYBOOK)
+        (tmp_path / "hosts_vars.yml").write_text(HOSTS_VARS_PLAYBOOK)
         (tmp_path / "device.conf.j2").write_text("user={{ mqtt_username }}\npassword={{ mqtt_password }}\n")
         (tmp_path / "out").mkdir()
 
@@ -274,6 +279,53 @@ def test_role_applied_run_once_validates_once_and_gives_every_host_its_facts(fle
     for i in range(5):  # the post_task, per host, renders each host's own credential from its facts
         rendered = (tmp_path / "out" / ("host%02d.conf" % i)).read_text()
         assert rendered == "user=%s\npassword=%s\n" % (entries["host%02d" % i]["username"], entries["host%02d" % i]["password"])
+
+
+def test_vars_plugin_gives_every_host_its_credential_and_sees_a_rotation_in_the_same_run(fleet, emulator, tmp_path):
+    assert "fleet_host_facts: false" in HOSTS_VARS_PLAYBOOK
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[devices]\nhost00 fleet_label=gw-00\nhost01\nhost02\n[devices:vars]\nansible_connection=local\n")
+    plugin_env = {"ANSIBLE_VARS_ENABLED": "host_group_vars,isr.mqtt.fleet_store", "ISR_MQTT_FLEET_STORE": str(fleet.store)}
+
+    def rendered():
+        return dict((h, (tmp_path / "out" / ("%s.conf" % h)).read_text()) for h in ("host00", "host01", "host02"))
+
+    def expected(entries):
+        return dict((h, "user=%s\npassword=%s\n" % (entries[label]["username"], entries[label]["password"]))
+                    for h, label in (("host00", "gw-00"), ("host01", "host01"), ("host02", "host02")))
+
+    out = fleet.run(playbook="hosts_vars.yml", inventory=str(inventory), env=plugin_env)
+    facts_task = out.split("TASK [isr.mqtt.fleet : Set each device's MQTT facts")[1].split("TASK [")[0]
+    assert "(item=" not in facts_task, facts_task  # no fact was set: the post_task's values came from the plugin
+    first = fleet.entries()
+    assert sorted(first) == ["gw-00", "host01", "host02"] and rendered() == expected(first)
+
+    # The store changes during the run (rotation): the post_task after the role renders the new password.
+    out = fleet.run(playbook="hosts_vars.yml", inventory=str(inventory), env=plugin_env, extra={"fleet_rotate": ["host01"]},
+                    args=["-vvvv"])
+    second = fleet.entries()
+    assert second["host01"]["password"] != first["host01"]["password"] and second["gw-00"] == first["gw-00"]
+    assert rendered() == expected(second)
+    assert emulator.control.verify(second["host01"]["username"], second["host01"]["password"])["ok"]
+
+    listed = subprocess.run([bin_path("ansible-inventory"), "-i", str(inventory), "--list", "--vault-id", "fleet@%s" % fleet.vault_file],
+                            capture_output=True, text=True, check=False, env=ansible_env(plugin_env), cwd=str(tmp_path))
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]
+    assert second["host01"]["username"] in json.dumps(hostvars["host01"]["mqtt_username"])
+    assert "$ANSIBLE_VAULT" in json.dumps(hostvars["host01"]["mqtt_password"])
+    for entry in list(first.values()) + list(second.values()):
+        assert entry["password"] not in out and entry["password"] not in listed.stdout + listed.stderr
+
+
+def test_vars_plugin_fails_on_a_damaged_store_before_any_request(fleet, emulator, tmp_path):
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[devices]\nhost00\n[devices:vars]\nansible_connection=local\n")
+    fleet.store.write_text("isr_mqtt_credentials: [unclosed\n")
+    out = fleet.run(playbook="hosts_vars.yml", inventory=str(inventory), expect_rc=None,
+                    env={"ANSIBLE_VARS_ENABLED": "host_group_vars,isr.mqtt.fleet_store", "ISR_MQTT_FLEET_STORE": str(fleet.store)})
+    assert "isr.mqtt.fleet_store: the credential store %s is not valid YAML" % fleet.store in out, out[-3000:]
+    assert emulator.control.counters()["total"] == 0
 
 
 def test_include_vars_of_the_store_yields_the_password(fleet, emulator, tmp_path):

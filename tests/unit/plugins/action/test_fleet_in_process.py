@@ -147,6 +147,33 @@ def test_a_password_whose_journal_write_failed_is_in_the_result_and_reaches_the_
         assert emulator.control.verify(entry["username"], decrypt(entry["password"]))["ok"]
 
 
+def test_not_journaled_returns_only_what_the_journal_misses_and_the_store_gets_all(emulator, store, monkeypatch):
+    real_password = Journal.password
+
+    def disk_full_for_the_second(self, label, credential, ciphertext):
+        if label == "dev-001":
+            raise OSError(28, "No space left on device")
+        real_password(self, label, credential, ciphertext)
+
+    monkeypatch.setattr(Journal, "password", disk_full_for_the_second)
+    result, dummy = run_fleet(emulator, {"clients": devices(3), "journal": journal_path(str(store)), "parallel": 1,
+                                         "return_password": "ciphertext", "return_credentials": "not_journaled"})
+    assert result["failed"] and "No space left" in result["msg"]
+    assert sorted(result["credentials"]) == ["dev-001"]
+    assert [r["label"] for r in read_journal(journal_path(str(store)))] == ["dev-000"]
+    run_store({"path": str(store), "credentials": result["credentials"]})  # the role's persist step: journal + result
+    entries = raw_entries(store)
+    assert sorted(entries) == ["dev-000", "dev-001"]
+    for entry in entries.values():
+        assert emulator.control.verify(entry["username"], decrypt(entry["password"]))["ok"]
+
+
+def test_not_journaled_needs_a_journal(emulator):
+    result, dummy = run_fleet(emulator, {"clients": devices(1), "return_credentials": "not_journaled"})
+    assert result["failed"] and "return_credentials=not_journaled needs journal" in result["msg"]
+    assert emulator.control.counters()["writes"] == 0
+
+
 def test_deleted_labels_are_journaled_as_removals(emulator, store):
     run_fleet(emulator, {"clients": devices(3), "journal": journal_path(str(store))})
     run_store({"path": str(store)})

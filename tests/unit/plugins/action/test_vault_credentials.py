@@ -107,6 +107,17 @@ def store_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ISR_MQTT_LOCK_DIR", str(tmp_path / "locks"))  # where reads remember checked ciphertexts
 
 
+def test_credentials_for_limits_the_returned_entries_not_the_store(store):
+    result, dummy = run_action({"path": str(store), "credentials": {"dev-1": cred(1), "dev-2": cred(2), "dev-3": cred(3)},
+                                "credentials_for": ["dev-2", "not-stored"]})
+    assert sorted(result["credentials"]) == ["dev-2"] and sorted(result["added"]) == ["dev-1", "dev-2", "dev-3"]
+    assert sorted(raw_entries(store)) == ["dev-1", "dev-2", "dev-3"]
+    read, dummy = run_action({"path": str(store), "credentials_for": []})
+    assert read["credentials"] == {} and sorted(read["rotated_at"]) == ["dev-1", "dev-2", "dev-3"]
+    read_all, dummy = run_action({"path": str(store)})
+    assert sorted(read_all["credentials"]) == ["dev-1", "dev-2", "dev-3"]
+
+
 def test_first_write_encrypts_every_password_and_is_private(store):
     old_umask = os.umask(0)  # a permissive umask must not widen the store
     try:

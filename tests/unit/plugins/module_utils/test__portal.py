@@ -688,6 +688,27 @@ def test_an_older_answer_does_not_raise_the_budget():
     assert h.client._budget == 5
 
 
+def test_an_answer_overtaken_on_the_way_does_not_raise_the_budget():
+    """Two threads: b reaches the portal first (remaining 3), a second (remaining 2), but a's answer is read first.
+    b's count misses a, which was answered meanwhile: the budget is 2, not 3 (seen as a 429 in a paced role run)."""
+    h = Harness([])
+    a, b = h.client._pace(), h.client._pace()
+    h.client._note_rate_headers(FakeResponse({"X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "10"}), a)
+    h.client._note_rate_headers(FakeResponse({"X-RateLimit-Remaining": "3", "X-RateLimit-Reset": "10"}), b)
+    assert h.client._budget == 2
+    c = h.client._pace()  # sent after both answers: a later answer counts only what is still unknown
+    h.client._note_rate_headers(FakeResponse({"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "10"}), c)
+    assert h.client._budget == 1
+
+
+def test_a_request_that_failed_on_the_way_counts_as_maybe_reaching_the_portal():
+    h = Harness([])
+    a, b = h.client._pace(), h.client._pace()
+    h.client._done(a)  # a connection error: the portal may still have counted it, after b
+    h.client._note_rate_headers(FakeResponse({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "10"}), b)
+    assert h.client._budget == 4
+
+
 def test_long_waits_report_progress_at_least_once_a_minute():
     h = Harness([])
     seen = []
