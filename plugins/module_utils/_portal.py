@@ -17,6 +17,8 @@ Retry policy (why each write is treated the way it is):
   retried up to ``max_retries`` times with jittered exponential backoff.
 * Rotate is retried like them: if the first rotate happened and its answer was lost, its
   password is lost whatever we do, and a second rotate is the way to get one we know.
+* A 503 with ``Retry-After`` (seconds, a Unix time or an HTTP date) is a window the portal names: a request that
+  is safe to repeat waits it out (counted against ``rate_limit_max_wait``, like a 429, not against ``max_retries``).
 * Create is not idempotent. It is retried only when the portal certainly did nothing: the
   connection was never made (refused, connect timeout), a 429, or a 503 whose body carries
   ``code: broker_unavailable`` (the contract says "nothing changed"). Any other failure
@@ -59,9 +61,9 @@ BACKOFF_CAP = 8.0
 MIN_RATE_LIMIT_WAIT = 1.0  # a 429 without a usable Retry-After still waits this long
 MAX_TIMEOUT = 3600  # larger values overflow the socket layer ("timestamp too large") and hang a run for hours
 MAX_RATE_LIMIT_WAIT = 86400
-REMAINING_HEADERS = ("X-RateLimit-Remaining", "RateLimit-Remaining")
-RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")
-RATE_HEADERS = ("X-RateLimit-Limit", "RateLimit-Limit") + REMAINING_HEADERS + RESET_HEADERS + ("Retry-After",)
+REMAINING_HEADERS = _reader.REMAINING_HEADERS
+RESET_HEADERS = _reader.RESET_HEADERS
+RATE_HEADERS = _reader.RATE_HEADERS
 
 _RETRYABLE_STATUS = (500, 502, 503, 504)  # 500 only for idempotent requests: a create may have happened
 
@@ -335,8 +337,9 @@ class PortalClient(object):
 
     # -- rate limit --------------------------------------------------------
 
-    def _rate_limit_wait(self, seconds, reason):
-        """Wait ``seconds`` if the rate_limit_max_wait budget allows, else raise kind=rate_limit.
+    def _rate_limit_wait(self, seconds, reason, unavailable=False):
+        """Wait ``seconds`` if the rate_limit_max_wait budget allows, else raise kind=rate_limit
+        (kind=server for a 503 window: ``unavailable``).
 
         Concurrent threads waiting for the same moment count that stretch of time once.
         """
@@ -345,6 +348,11 @@ class PortalClient(object):
         with self._lock:
             added = max(0.0, until - max(now, self._paced_until))
             left = self.rate_limit_max_wait - self._stats["rate_limit_waited"]
+            if added > left + 1e-9 and unavailable:
+                raise self._error(
+                    "The portal is unavailable: %s asks to wait %.0f s, but only %.0f s of rate_limit_max_wait (%s s) are left. "
+                    "Rerun when the portal is back, or raise rate_limit_max_wait to wait such windows out."
+                    % (reason, seconds, max(left, 0), self.rate_limit_max_wait), kind="server", status=503)
             if added > left + 1e-9:
                 raise self._error(
                     "Portal rate limit exhausted: %s asks to wait %.0f s, but only %.0f s of rate_limit_max_wait (%s s) are left. "
@@ -354,7 +362,8 @@ class PortalClient(object):
             self._stats["rate_limit_waited"] += added
             self._paced_until = max(self._paced_until, until)
             left -= added
-        self._warn("Portal rate limit: waiting %.0f s (%s); %.0f s of rate_limit_max_wait left." % (seconds, reason, max(left, 0)))
+        self._warn("Portal %s: waiting %.0f s (%s); %.0f s of rate_limit_max_wait left."
+                   % ("unavailable" if unavailable else "rate limit", seconds, reason, max(left, 0)))
         while seconds > 0:  # in steps of a minute at most, each with a progress report
             if self.on_wait is not None:
                 self.on_wait(seconds)
@@ -418,15 +427,15 @@ class PortalClient(object):
         self._answered += 1
         return since
 
-    def _reset_of(self, response):
-        """``(seconds until the rate-limit window resets, header name)``; the header may hold seconds or a Unix time."""
-        value, name = _reader.header_number(response.headers, *RESET_HEADERS)
-        return _reader.reset_seconds(value, self._wallclock()), name
+    def _limits_of(self, response):
+        """What the answer's rate-limit headers say (see _reader.rate_limit_of): resets as seconds, Unix times or dates."""
+        return _reader.rate_limit_of(response.headers, self._wallclock())
 
     def _note_rate_headers(self, response, number=None):
         self.rate_headers = dict((name, response.headers[name]) for name in RATE_HEADERS if name in response.headers)
-        remaining, remaining_name = _reader.header_number(response.headers, *REMAINING_HEADERS)
-        reset, reset_name = self._reset_of(response)
+        limits = self._limits_of(response)
+        remaining, remaining_name = limits["remaining"], limits["remaining_header"]
+        reset, reset_name = limits["reset"], limits["reset_header"]
         with self._lock:
             answered_since = self._done(number)
             if number is not None and number < self._noted:
@@ -444,15 +453,20 @@ class PortalClient(object):
                     self._resume_at = now + reset
                     self._resume_reason = "%s is 0 until %s" % (remaining_name, reset_name)
 
+    def _retry_after(self, response):
+        """Seconds the answer's Retry-After asks to wait (seconds, a Unix time or an HTTP date), else None."""
+        return _reader.wait_header(response.headers, self._wallclock(), "Retry-After")[0]
+
     def _wait_after_429(self, response, attempt):
         """Wait as the 429 asks: Retry-After, else the rate-limit reset, else a growing minimum; the reason names the header."""
-        retry_after, dummy = _reader.header_number(response.headers, "Retry-After")
+        retry_after = self._retry_after(response)
         if retry_after is not None:
             seconds, reason = retry_after, "429 with Retry-After: %s" % response.headers["Retry-After"]
         else:
-            seconds, name = self._reset_of(response)
+            limits = self._limits_of(response)
+            seconds, name = limits["reset"], limits["reset_header"]
             if seconds is not None:
-                reason = "429 with %s: %s (no Retry-After)" % (name, response.headers[name])
+                reason = "429 with %s: %s (no Retry-After)" % (name, limits["reset_text"])
             else:
                 seconds, reason = MIN_RATE_LIMIT_WAIT * (2 ** min(attempt, 6)), "429 without Retry-After or a rate-limit reset header"
         self._rate_limit_wait(max(seconds, MIN_RATE_LIMIT_WAIT), reason)
@@ -561,7 +575,7 @@ class PortalClient(object):
             self._check_stop(method, url)
             number = self._pace()
             self._count("requests")
-            error = None
+            error = retry_after = None
             try:
                 response = self._send(number, method, url, json=json_body, params=params, timeout=self.timeout,
                                       verify=self._verify, allow_redirects=False)
@@ -588,8 +602,14 @@ class PortalClient(object):
                 if response.status_code not in _RETRYABLE_STATUS or (response.status_code == 500 and not idempotent):
                     raise error
                 safe = idempotent or _nothing_changed(response, _detail_of(response, self._scrub)[1])
+                if response.status_code == 503:
+                    retry_after = self._retry_after(response)
             if not safe:
                 raise _Ambiguous(error)
+            if retry_after is not None:  # the portal named its window: wait it out within rate_limit_max_wait
+                self._rate_limit_wait(max(retry_after, MIN_RATE_LIMIT_WAIT), "%s %s answered 503 with Retry-After: %s"
+                                      % (method, urlsplit(url).path, response.headers["Retry-After"]), unavailable=True)
+                continue
             if attempt >= self.max_retries:
                 if self.max_retries:
                     _append(error, "Gave up after %d retries." % self.max_retries)
@@ -630,12 +650,32 @@ class PortalClient(object):
         except ValueError:
             return response, None
 
-    def _list(self, path, what):
-        """All rows of a paginated list, following the next page to the end; fails closed (see _reader.read_page)."""
+    def _list(self, path, what, normalize, id_key):
+        """All rows of a paginated list, normalised; fails closed (see _reader.read_page).
+
+        A list that changed while it was read (pages disagreeing on the total, distinct rows not matching it, a row on
+        two pages: _reader.list_drift) is read once more from the start; drifting again is an error before any write."""
+        seen = []
+        for dummy in range(2):
+            raw, totals = self._pages(path, what)
+            rows = [self._shape(normalize, r) for r in raw]
+            drift = _reader.list_drift(rows, totals, id_key)
+            if drift is None:
+                return rows
+            seen.append(drift)
+            if len(seen) == 1:
+                self._warn("The portal's list of %s changed while it was read: %s. Reading it again." % (what, drift))
+        raise self._error(
+            "The portal's list of %s changed while it was read, twice: %s; then %s. Acting on it could create duplicates or "
+            "miss entries, so nothing was changed. Rerun when nobody else is changing the portal's %s; if this persists, "
+            "run isr.mqtt.portal_info and report its output." % (what, seen[0], seen[1], what), kind="protocol")
+
+    def _pages(self, path, what):
+        """The raw rows of every page, following the next page to the end, and the total each page reported."""
         url = self._url(path) + "?" + urlencode({"page": 1, "page_size": PAGE_SIZE})
         seen = set()
         rows = []
-        total = None
+        totals = []
         while url:
             if url in seen:
                 raise self._error("The portal's pagination for %s loops (page %s was already read); refusing to continue." % (what, url),
@@ -647,12 +687,11 @@ class PortalClient(object):
             response = self._request("GET", url, what=what)
             page = self._shape(_reader.read_page, self._json(response, "GET", url), response.headers, url, PAGE_SIZE)
             rows.extend(page.rows)
-            total = page.total if page.total is not None else total
+            totals.append(page.total)
             if not page.rows:
                 break
             url = page.next_url
-        self._shape(_reader.check_complete, rows, total, what)
-        return rows
+        return rows, totals
 
     def _create(self, path, body, label, known_ids, lister, id_key, what, parse):
         """POST a create without ever creating twice; see create_client for the contract."""
@@ -669,7 +708,7 @@ class PortalClient(object):
                                  "must then be given a new one (rotate for an MQTT client)." % (label,))
                 raise
             except _Ambiguous as amb:
-                appeared = [r for r in lister() if r["label"] == label and r[id_key] not in known_ids]
+                appeared = self._appeared(lister, label, known_ids, id_key, what, amb.error)
                 if len(appeared) == 1:
                     self._warn("Creating %s: %s The portal now lists %s %s with that label, taken as the result of this create; "
                                "its password was lost: rotate it to get a new one." % (what, amb.error.msg, id_key, appeared[0][id_key]))
@@ -692,6 +731,17 @@ class PortalClient(object):
             if row is None:
                 row = self._identify(label, known_ids, lister, id_key, what, password)
             return row, password
+
+    def _appeared(self, lister, label, known_ids, id_key, what, error):
+        """The rows with ``label`` that are new since the create; a failed re-list says the create may have happened."""
+        try:
+            return [r for r in lister() if r["label"] == label and r[id_key] not in known_ids]
+        except PortalError as exc:
+            _append(exc, "This list was to check whether creating %s happened after: %s So it may have: rerun; a new entry "
+                         "labelled %r without a known password must then be given a new one (rotate for an MQTT client)."
+                         % (what, error.msg, label))
+            exc.may_have_acted = True
+            raise
 
     def _identify(self, label, known_ids, lister, id_key, what, password):
         """The row a create made, when its answer did not say: re-list once and take the one new row with the label.
@@ -724,9 +774,7 @@ class PortalClient(object):
 
     def list_clients(self):
         """Every MQTT client (all pages), as normalised rows."""
-        rows = [self._shape(_reader.normalize_client, r) for r in self._list("/publishers", "MQTT clients")]
-        self._shape(_reader.check_unique, rows, "client_id", "MQTT client")
-        return rows
+        return self._list("/publishers", "MQTT clients", _reader.normalize_client, "client_id")
 
     def create_client(self, label, allow_publish=True, allow_subscribe=False, known_client_ids=None):
         """Create an MQTT client; returns ``(row, password)``.
@@ -828,9 +876,7 @@ class PortalClient(object):
 
     def list_subscribers(self):
         """Every read-only subscriber password entry (all pages), normalised."""
-        rows = [self._shape(_reader.normalize_subscriber, r) for r in self._list("/subscriber-mqtt-passwords", "read-only subscribers")]
-        self._shape(_reader.check_unique, rows, "id", "read-only subscriber")
-        return rows
+        return self._list("/subscriber-mqtt-passwords", "read-only subscribers", _reader.normalize_subscriber, "id")
 
     def create_subscriber(self, label, expires_in_days=30, known_ids=None):
         """Create a read-only subscriber; returns ``(subscriber, password)``.

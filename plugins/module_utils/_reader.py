@@ -16,7 +16,10 @@ that made a module create a client again or skip a pause would do real harm.
 from __future__ import annotations
 
 import datetime
+import email.utils
+import math
 import re
+from collections import Counter
 from urllib.parse import urlencode, urljoin, urlsplit
 
 CLIENT_KEYS = ("client_id", "label", "username", "topic", "paused", "allow_publish", "allow_subscribe",
@@ -38,14 +41,14 @@ QUIET_KEYS = frozenset(("page", "offset", "count", "has_more", "links", "self", 
 # A field whose name has one of these words may be a continuation we do not understand.
 SUSPECT_WORDS = ("next", "cursor", "token", "continu", "more", "after", "offset", "page", "link", "scroll", "marker")
 
-ID_KEYS = ("client_id", "id")
+ID_KEYS = ("client_id", "id")  # client_id, when present, is the path id; an ``id`` beside it is the portal's own
 LABEL_KEYS = ("label", "name")
 # (key, inverted): ``enabled: true`` means not paused.
 PAUSE_FLAGS = (("paused", False), ("is_paused", False), ("pause", False), ("enabled", True), ("active", True))
 STATUS_KEYS = ("status", "state")
 PAUSED_WORDS = ("paused", "suspended", "disabled", "inactive")
 ACTIVE_WORDS = ("active", "running", "enabled", "resumed")
-SUBSCRIBER_ID_KEYS = ("id", "subscriber_id", "username")
+SUBSCRIBER_ID_KEYS = ("subscriber_id", "id", "username")  # the first one present is the path id
 CLIENT_PASSWORD_PATHS = ("device.password", "password", "credentials.password", "mqtt_password", "client.password")
 ROTATE_PASSWORD_PATHS = ("password", "device.password", "new_password", "mqtt_password", "credentials.password",
                          "client.password")
@@ -59,6 +62,7 @@ _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
 # A rate-limit reset above this is a Unix time, not a number of seconds (a year of seconds is far beyond any window).
 _EPOCH_THRESHOLD = 365 * 86400
+_MS_EPOCH_THRESHOLD = 1e11  # above: a Unix time in milliseconds (1e11 seconds is the year 5138)
 
 
 class ShapeError(Exception):
@@ -156,25 +160,40 @@ def pause_of(row, what="an MQTT client"):
     return readings[0]
 
 
+def _client_id_of(row, what):
+    """``(key, value, extra_key)``: ``client_id`` when present and not empty (the documented path id), else ``id``.
+
+    A row with both keeps ``id`` as extra data (``extra_key``), never in a path: some portals add their database
+    key (an integer) beside the documented ``client_id``."""
+    if row.get("client_id") not in (None, ""):
+        return "client_id", row["client_id"], ("id" if row.get("id") not in (None, "", row["client_id"]) else None)
+    key, value = _one_of(row, ID_KEYS, what, "id")
+    return key, value, None
+
+
 def client_spellings(row):
-    """Which key gave the id, label and pause state of a raw client row (for the probe); ShapeError as normalize_client."""
+    """Which key gave the id, label and pause state of a raw client row (for the probe); ShapeError as normalize_client.
+
+    ``extra_id`` (only when present) names an id kept beside ``client_id`` and not used in paths."""
     what = "an MQTT client"
     if not isinstance(row, dict):
         raise ShapeError("The portal returned an MQTT client that is not a JSON object: %s." % type(row).__name__)
-    id_key, client_id = _one_of(row, ID_KEYS, what, "id")
+    id_key, client_id, extra_key = _client_id_of(row, what)
     if not client_id:
         raise ShapeError("The portal returned an MQTT client with an empty id (%s; keys seen: %s)." % (id_key, _keys(row)))
     label_key = _label_of(row, what)[0]
     inverted = dict(PAUSE_FLAGS)
     pause_key = pause_of(row)[1]
-    return {"id": id_key, "label": label_key,
-            "pause": pause_key + (" (inverted)" if inverted.get(pause_key) else "")}
+    spellings = {"id": id_key, "label": label_key, "pause": pause_key + (" (inverted)" if inverted.get(pause_key) else "")}
+    if extra_key:
+        spellings["extra_id"] = extra_key
+    return spellings
 
 
 def normalize_client(row, publish_topic=None):
     """A portal row reduced to exactly CLIENT_KEYS; ShapeError without a recognisable id, label or pause state."""
     client_spellings(row)
-    client_id = _one_of(row, ID_KEYS, "", "id")[1]
+    client_id = _client_id_of(row, "an MQTT client")[1]
     return {
         "client_id": client_id,
         "label": _label_of(row, "an MQTT client")[1],
@@ -202,15 +221,30 @@ def _expired_from(expires_at):
     return moment <= datetime.datetime.now(datetime.timezone.utc)
 
 
+def subscriber_spellings(row):
+    """Which key gave the id and label of a raw subscriber row (for the probe); ShapeError as normalize_subscriber.
+
+    The first of SUBSCRIBER_ID_KEYS present is the path id: ``subscriber_id`` wins over an ``id`` beside it (which is
+    then named as ``extra_id``, kept out of paths)."""
+    what = "a read-only subscriber"
+    if not isinstance(row, dict):
+        raise ShapeError("The portal returned a subscriber that is not a JSON object: %s." % type(row).__name__)
+    id_key = next((key for key in SUBSCRIBER_ID_KEYS if row.get(key)), None)
+    if id_key is None:
+        raise ShapeError("The portal returned %s without a recognisable id (expected one of %s; keys seen: %s)."
+                         % (what, ", ".join(SUBSCRIBER_ID_KEYS), _keys(row)))
+    spellings = {"id": id_key, "label": _label_of(row, what)[0]}
+    if id_key == "subscriber_id" and row.get("id") not in (None, "", row[id_key]):
+        spellings["extra_id"] = "id"
+    return spellings
+
+
 def normalize_subscriber(row):
     """A portal read-only subscriber reduced to exactly SUBSCRIBER_KEYS; ShapeError without an id or label."""
     what = "a read-only subscriber"
     if not isinstance(row, dict):
         raise ShapeError("The portal returned a subscriber that is not a JSON object: %s." % type(row).__name__)
-    sub_id = next((row[key] for key in SUBSCRIBER_ID_KEYS if row.get(key)), None)
-    if not sub_id:
-        raise ShapeError("The portal returned %s without a recognisable id (expected one of %s; keys seen: %s)."
-                         % (what, ", ".join(SUBSCRIBER_ID_KEYS), _keys(row)))
+    sub_id = row[subscriber_spellings(row)["id"]]
     expires_at = row.get("expires_at")
     expired = row.get("expired")
     return {
@@ -446,6 +480,31 @@ def check_complete(rows, total, what):
                          "read or is incomplete. Nothing was changed: rerun." % (what, total, len(rows)))
 
 
+def list_drift(rows, totals, key):
+    """What shows that a list changed while its pages were read, else None.
+
+    ``totals``: the total each page reported (None where a page gave none). Every total given must be the same, and
+    the distinct rows read (by ``key``) must number exactly that total; the same row on two pages is drift too. An
+    offset list that lost a row between two pages skips a live row, and its last page reports the smaller total: the
+    last total alone would match the rows read."""
+    given = [total for total in totals if total is not None]
+    counts = Counter(repr(row[key]) for row in rows)
+    shown = dict((repr(row[key]), str(row[key])) for row in rows)
+    distinct = len(counts)
+    problems = []
+    if len(set(given)) > 1:
+        problems.append("the pages reported different totals (%s)" % ", ".join(str(t) for t in totals if t is not None))
+    if given and distinct != given[-1]:
+        problems.append("%d distinct rows were read against total=%d" % (distinct, given[-1]))
+    if distinct != len(rows):
+        twice = sorted(shown[value] for value, count in counts.items() if count > 1)
+        problems.append("%s %s listed twice" % (key, ", ".join(twice[:5]) + (", ..." if len(twice) > 5 else "")))
+    if not problems:
+        return None
+    return "%s (totals per page: %s; rows read: %d)" % (
+        "; ".join(problems), ", ".join("-" if t is None else str(t) for t in totals), len(rows))
+
+
 def check_unique(rows, key, what):
     seen = set()
     for row in rows:
@@ -459,20 +518,134 @@ def check_unique(rows, key, what):
 # Rate-limit headers
 # ---------------------------------------------------------------------------
 
+REMAINING_HEADERS = ("X-RateLimit-Remaining", "RateLimit-Remaining")
+RESET_HEADERS = ("X-RateLimit-Reset", "RateLimit-Reset")
+LIMIT_HEADERS = ("X-RateLimit-Limit", "RateLimit-Limit")
+# The IETF draft (draft-ietf-httpapi-ratelimit-headers) in one header: ``limit=100, remaining=50, reset=30`` (draft 07)
+# or ``"default";r=50;t=30`` (later drafts), with ``RateLimit-Policy: 100;w=3600`` / ``"default";q=100;w=3600``.
+COMBINED_HEADER = "RateLimit"
+POLICY_HEADER = "RateLimit-Policy"
+RATE_HEADERS = LIMIT_HEADERS + REMAINING_HEADERS + RESET_HEADERS + (COMBINED_HEADER, POLICY_HEADER, "Retry-After")
+
+
 def header_number(headers, *names):
-    """``(value, name)`` of the first header among ``names`` holding a number, else ``(None, None)``."""
+    """``(value, name)`` of the first header among ``names`` holding a finite number, else ``(None, None)``."""
     for name in names:
         try:
-            return float((headers or {}).get(name)), name
+            value = float((headers or {}).get(name))
         except (TypeError, ValueError):
             continue
+        if math.isfinite(value):
+            return value, name
     return None, None
 
 
 def reset_seconds(value, now):
-    """Seconds until a rate-limit reset given as seconds or as a Unix time (``now``: the wall clock)."""
+    """Seconds until a moment given as seconds from now or as a Unix time in seconds or milliseconds (``now``: the
+    wall clock)."""
     if value is None:
         return None
+    if value > _MS_EPOCH_THRESHOLD:
+        value /= 1000.0
     if value > _EPOCH_THRESHOLD:
         return max(0.0, value - now)
     return max(0.0, value)
+
+
+def http_date_seconds(text, now):
+    """Seconds until an HTTP date (RFC 9110: ``Sun, 06 Nov 1994 08:49:37 GMT`` and the obsolete forms), else None."""
+    try:
+        moment = email.utils.parsedate_to_datetime((text or "").strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, moment.timestamp() - now)
+
+
+def wait_header(headers, now, *names):
+    """``(seconds, name)`` from the first of ``names`` holding seconds, a Unix time or an HTTP date, else (None, None)."""
+    for name in names:
+        text = (headers or {}).get(name)
+        if text is None:
+            continue
+        value, dummy = header_number({name: text}, name)
+        seconds = reset_seconds(value, now) if value is not None else http_date_seconds(text, now)
+        if seconds is not None:
+            return seconds, name
+    return None, None
+
+
+def _members(text):
+    """The members of a structured-field list or dictionary: ``[(item, {param: value})]`` (quotes stripped)."""
+    members = []
+    for part in (text or "").split(","):
+        pieces = [piece.strip() for piece in part.split(";")]
+        if not pieces[0]:
+            continue
+        params = {}
+        for piece in pieces[1:]:
+            name, dummy, value = piece.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        members.append((pieces[0].strip('"'), params))
+    return members
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def combined_rate_limit(text):
+    """``{"limit", "remaining", "reset"}`` (numbers or None) from an IETF ``RateLimit`` header.
+
+    Draft 07 sends a dictionary (``limit=100, remaining=50, reset=30``); later drafts one item per policy
+    (``"hour";r=50;t=30``): the policy with the fewest requests remaining binds."""
+    found = {"limit": None, "remaining": None, "reset": None}
+    policies = []
+    for item, params in _members(text):
+        key, equals, value = item.partition("=")
+        if equals and key.strip().lower() in found:
+            found[key.strip().lower()] = _number(value.strip().strip('"'))
+        elif _number(params.get("r")) is not None:
+            policies.append((_number(params.get("r")), _number(params.get("t"))))
+    if found["remaining"] is None and policies:
+        found["remaining"], found["reset"] = min(policies, key=lambda policy: policy[0])
+    return found
+
+
+def rate_limit_policy(text):
+    """``{"limit", "window"}`` from an IETF ``RateLimit-Policy`` header (``100;w=3600`` or ``"hour";q=100;w=3600``)."""
+    for item, params in _members(text):
+        limit = _number(params.get("q")) if "q" in params else _number(item)
+        return {"limit": limit, "window": _number(params.get("w"))}
+    return {"limit": None, "window": None}
+
+
+def rate_limit_of(headers, now):
+    """What the rate-limit headers say: ``remaining``, ``reset`` (seconds from now), ``limit``, ``window`` (from
+    RateLimit-Policy), and the header (``*_header``) and its text (``*_text``) each came from; None where not said.
+
+    X-RateLimit-* win over the IETF RateLimit-* headers, which win over the combined IETF ``RateLimit`` header."""
+    headers = headers or {}
+    info = {}
+    remaining, info["remaining_header"] = header_number(headers, *REMAINING_HEADERS)
+    reset, info["reset_header"] = wait_header(headers, now, *RESET_HEADERS)
+    limit, dummy = header_number(headers, *LIMIT_HEADERS)
+    combined = combined_rate_limit(headers.get(COMBINED_HEADER))
+    if remaining is None and combined["remaining"] is not None:
+        remaining, info["remaining_header"] = combined["remaining"], "RateLimit remaining"
+    if reset is None and combined["reset"] is not None:
+        reset, info["reset_header"] = reset_seconds(combined["reset"], now), "RateLimit reset"
+    policy = rate_limit_policy(headers.get(POLICY_HEADER))
+    info.update(remaining=remaining, reset=reset, limit=limit if limit is not None else combined["limit"] or policy["limit"],
+                window=policy["window"])
+    for role in ("remaining", "reset"):
+        name = info[role + "_header"]
+        info[role + "_text"] = headers.get(COMBINED_HEADER if name and name.startswith("RateLimit ") else name) if name else None
+    return info
