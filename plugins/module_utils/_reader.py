@@ -643,8 +643,8 @@ def rate_limit_of(headers, now):
     if reset is None and combined["reset"] is not None:
         reset, info["reset_header"] = reset_seconds(combined["reset"], now), "RateLimit reset"
     policy = rate_limit_policy(headers.get(POLICY_HEADER))
-    info.update(remaining=remaining, reset=reset, limit=limit if limit is not None else combined["limit"] or policy["limit"],
-                window=policy["window"])
+    limit = next((value for value in (limit, combined["limit"], policy["limit"]) if value is not None), None)
+    info.update(remaining=remaining, reset=reset, limit=limit, window=policy["window"])
     for role in ("remaining", "reset"):
         name = info[role + "_header"]
         info[role + "_text"] = headers.get(COMBINED_HEADER if name and name.startswith("RateLimit ") else name) if name else None

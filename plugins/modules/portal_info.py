@@ -155,7 +155,8 @@ clients:
       type: list
       elements: str
     spellings:
-      description: Per role (V(id), V(label), V(pause)), which key held it and in how many rows.
+      description: Per role (V(id), V(label), V(pause)), which key held it and in how many rows; V(extra_id) names an
+        id the portal sends beside the path id (an integer V(id) beside V(client_id)), kept out of paths.
       type: dict
       sample: {id: {client_id: 2}, label: {name: 2}, pause: {"enabled (inverted)": 2}}
 subscribers:
@@ -168,13 +169,21 @@ rate_limit:
   type: dict
   contains:
     headers:
-      description: The headers as received (C(X-RateLimit-*), C(RateLimit-*), C(Retry-After)).
+      description: The headers as received (C(X-RateLimit-*), C(RateLimit-*), C(RateLimit), C(RateLimit-Policy), C(Retry-After)).
       type: dict
     remaining:
       description: Requests left in the window (the hourly budget is 5000 per token); null when not said.
       type: int
     reset_seconds:
-      description: Seconds until the window resets, whether the header gave seconds or a Unix time; null when not said.
+      description: Seconds until the window resets, whether the header gave seconds, a Unix time or an HTTP date; null
+        when not said.
+      type: int
+    limit:
+      description: Requests per window (C(X-RateLimit-Limit), C(RateLimit-Limit), the C(RateLimit) header's C(limit), or
+        C(RateLimit-Policy)); null when not said.
+      type: int
+    window_seconds:
+      description: The window's length from C(RateLimit-Policy) (C(w=)); null when not said.
       type: int
 requests:
   description: Requests this probe sent.
@@ -339,26 +348,22 @@ class Probe(object):
         return err
 
     def read_subscribers(self):
-        def spell(row):
-            _reader.normalize_subscriber(row)
-            return {"id": next(k for k in _reader.SUBSCRIBER_ID_KEYS if row.get(k)),
-                    "label": next(k for k in _reader.LABEL_KEYS if k in row)}
-
-        report, err = self.read_list("/subscriber-mqtt-passwords", "read-only subscribers", spell)
+        report, err = self.read_list("/subscriber-mqtt-passwords", "read-only subscribers", _reader.subscriber_spellings)
         self.result["subscribers"] = report
         if err is not None:
             self.problems.append("read-only subscribers: %s" % err.msg)
 
     def rate_limit(self):
         headers = dict(self.client.rate_headers)
-        remaining, dummy = _reader.header_number(headers, *("X-RateLimit-Remaining", "RateLimit-Remaining"))
-        reset, dummy = _reader.header_number(headers, *("X-RateLimit-Reset", "RateLimit-Reset"))
-        seconds = _reader.reset_seconds(reset, time.time())
+        limits = _reader.rate_limit_of(headers, time.time())
         if not headers:
-            self.notes.append("No rate-limit headers (X-RateLimit-* or RateLimit-*) on the last answer; "
+            self.notes.append("No rate-limit headers (X-RateLimit-*, RateLimit-* or RateLimit) on the last answer; "
                               "the collection then learns of the limit only from a 429.")
-        return {"headers": headers, "remaining": None if remaining is None else int(remaining),
-                "reset_seconds": None if seconds is None else int(round(seconds))}
+
+        def whole(value):
+            return None if value is None else int(round(value))
+        return {"headers": headers, "remaining": whole(limits["remaining"]), "reset_seconds": whole(limits["reset"]),
+                "limit": whole(limits["limit"]), "window_seconds": whole(limits["window"])}
 
     def run(self):
         self.read_api()

@@ -1181,3 +1181,145 @@ def test_create_sends_allow_publish_only_when_false():
 def test_delete_answered_204_is_success(call):
     h = Harness([(204, b"")])
     assert call(h.client) is None and len(h.calls) == 1
+
+
+# ---------------------------------------------------------------- issue 23: 503 windows, HTTP dates, drift, both ids
+
+WALL = 1800000000.0  # 2027-01-15T08:00:00Z
+IN_40_S = "Fri, 15 Jan 2027 08:00:40 GMT"
+
+
+def walled(script, **kwargs):
+    h = Harness(script, **kwargs)
+    h.client._wallclock = lambda: WALL + (h.now - 1000.0)  # the wall clock moves with the fake clock
+    return h
+
+
+@pytest.mark.parametrize("retry_after, seconds", [("12", 12.0), (IN_40_S, 40.0), (str(int(WALL) + 7), 7.0)])
+def test_503_with_retry_after_is_waited_out_for_a_get(retry_after, seconds):
+    h = walled([(503, {"detail": "maintenance"}, {"Retry-After": retry_after}), (200, [])])
+    assert h.client.list_clients() == []
+    assert h.sleeps == [seconds] and len(h.calls) == 2
+    assert h.client.stats["retries"] == 0 and h.client.stats["rate_limit_waited"] == seconds
+    assert "Portal unavailable: waiting %d s" % seconds in h.warnings[0]
+    assert "503 with Retry-After: %s" % retry_after in h.warnings[0]
+
+
+def test_a_503_window_longer_than_max_retries_is_waited_out():
+    h = walled([(503, {}, {"Retry-After": "1"})] * 8 + [(200, [])], max_retries=2)
+    h.client.list_clients()
+    assert h.sleeps == [1.0] * 8 and len(h.warnings) == 8
+
+
+def test_503_retry_after_past_the_wait_budget_fails_naming_the_option():
+    h = walled([(503, {"detail": "maintenance"}, {"Retry-After": "600"})], rate_limit_max_wait=60)
+    with pytest.raises(PortalError) as info:
+        h.client.list_clients()
+    err = info.value
+    assert err.kind == "server" and err.status == 503 and h.sleeps == [] and len(h.calls) == 1
+    assert "unavailable" in err.msg and "rate_limit_max_wait" in err.msg and "600 s" in err.msg
+    assert_no_token(err)
+
+
+def test_503_without_retry_after_keeps_the_backoff():
+    h = Harness([(503, {}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [0.5] and h.client.stats["retries"] == 1
+
+
+def test_a_create_answered_503_with_retry_after_is_not_repeated_blindly():
+    """The portal may have acted: re-list (waiting out the window), and retry only when nothing appeared."""
+    h = walled([(503, {"detail": "maintenance"}, {"Retry-After": "5"}),
+                (503, {"detail": "maintenance"}, {"Retry-After": IN_40_S}),
+                (200, []),
+                (201, {"device": dict(row("pub-9"), password="pw")})])
+    client, password = h.client.create_client("dev-1", known_client_ids=set())
+    assert (client["client_id"], password) == ("pub-9", "pw")
+    assert [c["method"] for c in h.calls] == ["POST", "GET", "GET", "POST"]
+    assert h.sleeps[0] == 40.0  # the re-list waited out the window the portal named
+
+
+def test_a_create_answered_503_that_happened_is_adopted_not_repeated():
+    h = walled([(503, {}, {"Retry-After": "5"}), (200, [row("pub-9", "dev-1")])])
+    client, password = h.client.create_client("dev-1", known_client_ids=set())
+    assert client["client_id"] == "pub-9" and password is None
+    assert [c["method"] for c in h.calls] == ["POST", "GET"]
+
+
+def test_a_create_whose_recheck_cannot_wait_says_it_may_have_happened():
+    h = walled([(503, {}, {"Retry-After": "5"}), (503, {}, {"Retry-After": "900"})], rate_limit_max_wait=60)
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    assert info.value.unclean and "may have" in info.value.msg and "rate_limit_max_wait" in info.value.msg
+    assert [c["method"] for c in h.calls] == ["POST", "GET"]
+
+
+def test_a_create_refused_by_the_broker_waits_its_retry_after_and_repeats():
+    h = walled([(503, {"detail": "broker down", "code": "broker_unavailable"}, {"Retry-After": "3"}),
+                (201, {"device": dict(row("pub-9"), password="pw")})])
+    assert h.client.create_client("dev-1", known_client_ids=set())[1] == "pw"
+    assert [c["method"] for c in h.calls] == ["POST", "POST"] and h.sleeps == [3.0]
+
+
+def test_pause_and_rotate_wait_out_a_503_window():
+    h = walled([(503, {}, {"Retry-After": "2"}), (200, row(paused=True)),
+                (503, {}, {"Retry-After": IN_40_S}), (200, {"password": "new"})])
+    h.client.pause_client("pub-1")
+    assert h.client.rotate_password("pub-1")[1] == "new"
+    assert h.sleeps == [2.0, 38.0]
+
+
+def test_429_with_retry_after_as_http_date():
+    h = walled([(429, {}, {"Retry-After": IN_40_S}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [40.0] and "429 with Retry-After: %s" % IN_40_S in h.warnings[0]
+
+
+def test_combined_ietf_ratelimit_header_is_counted_down():
+    h = walled([(200, [], {"RateLimit": "limit=100, remaining=0, reset=9", "RateLimit-Policy": "100;w=3600"}), (200, [])])
+    h.client.list_clients()
+    assert h.client.rate_headers == {"RateLimit": "limit=100, remaining=0, reset=9", "RateLimit-Policy": "100;w=3600"}
+    h.client.list_clients()
+    assert h.sleeps == [9.0] and "RateLimit remaining is 0 until RateLimit reset" in h.warnings[0]
+
+
+def test_429_names_the_combined_header_when_it_gives_the_reset():
+    h = walled([(429, {}, {"RateLimit": '"hour";r=0;t=6'}), (200, [])])
+    h.client.list_clients()
+    assert h.sleeps == [6.0] and "429 with RateLimit reset: \"hour\";r=0;t=6 (no Retry-After)" in h.warnings[0]
+
+
+def offset_page(rows_, offset, total):
+    return {"results": rows_, "offset": offset, "limit": 2, "total": total}
+
+
+def test_offset_list_that_lost_a_row_between_pages_is_read_again():
+    """Page 1 of 5, then another party deletes pub-a: page 2 (offset 2) skips the live pub-c, the total drops to 4."""
+    a, b, c, d, e = (row("pub-" + x, "dev-" + x) for x in "abcde")
+    h = Harness([(200, offset_page([a, b], 0, 5)), (200, offset_page([d, e], 2, 4)),
+                 (200, offset_page([b, c], 0, 4)), (200, offset_page([d, e], 2, 4))])
+    assert [r["client_id"] for r in h.client.list_clients()] == ["pub-b", "pub-c", "pub-d", "pub-e"]
+    assert len(h.calls) == 4
+    assert "changed while it was read" in h.warnings[0] and "different totals (5, 4)" in h.warnings[0]
+
+
+def test_a_list_that_drifts_twice_stops_before_any_write():
+    a, b, d, e = (row("pub-" + x, "dev-" + x) for x in "abde")
+    drifting = [(200, offset_page([a, b], 0, 5)), (200, offset_page([d, e], 2, 4))]
+    h = Harness(drifting * 2)
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-c")
+    err = info.value
+    assert err.kind == "protocol" and "twice" in err.msg and "totals per page: 5, 4" in err.msg and "rows read: 4" in err.msg
+    assert [c["method"] for c in h.calls] == ["GET"] * 4
+
+
+def test_rows_with_both_ids_use_client_id_in_paths():
+    h = Harness([(200, [row("pub-1", id=17), row("pub-2", "dev-2", id=18)]), (200, row("pub-1", id=17, paused=True)),
+                 (200, [sub_row(subscriber_id="sub-1", id=5)]), (204, None)])
+    clients = h.client.list_clients()
+    assert [c["client_id"] for c in clients] == ["pub-1", "pub-2"] and list(clients[0]) == list(CLIENT_KEYS)
+    assert h.client.pause_client("pub-1")["client_id"] == "pub-1"
+    assert [s["id"] for s in h.client.list_subscribers()] == ["sub-1"]
+    h.client.revoke_subscriber("sub-1")
+    assert h.calls[1]["url"].endswith("/publishers/pub-1/pause") and h.calls[3]["url"].endswith("/subscriber-mqtt-passwords/sub-1")

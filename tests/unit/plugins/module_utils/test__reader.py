@@ -373,3 +373,100 @@ def test_subscriber_create_answer_without_id_relists():
     h = Harness([(201, {"password": "pw"}), (200, [sub_row("sub-9", "grafana")])])
     got, password = h.client.create_subscriber("grafana", known_ids=set())
     assert (got["id"], password) == ("sub-9", "pw")
+
+
+# ---------------------------------------------------------------- issue 23: both ids, page drift, time headers
+
+@pytest.mark.parametrize("fields, path_id, extra", [
+    ({"client_id": "pub-1", "id": 17}, "pub-1", "id"),  # the portal's database key beside the documented id
+    ({"client_id": "pub-1", "id": "6f1e-uuid"}, "pub-1", "id"),
+    ({"client_id": "pub-1", "id": "pub-1"}, "pub-1", None),  # the same value twice: nothing extra
+    ({"client_id": "pub-1", "id": None}, "pub-1", None),
+    ({"id": "pub-1"}, "pub-1", None),  # only id: as before
+    ({"client_id": None, "id": "pub-1"}, "pub-1", None),
+])
+def test_client_id_wins_over_an_id_beside_it(fields, path_id, extra):
+    raw = dict({"label": "a", "paused": False}, **fields)
+    assert _reader.normalize_client(raw)["client_id"] == path_id
+    spellings = _reader.client_spellings(raw)
+    assert spellings.get("extra_id") == extra
+    assert spellings["id"] == ("client_id" if fields.get("client_id") else "id")
+
+
+@pytest.mark.parametrize("fields, path_id, extra", [
+    ({"subscriber_id": "sub-1", "id": 17, "username": "sub-1"}, "sub-1", "id"),
+    ({"id": "sub-1", "username": "sub-1"}, "sub-1", None),
+    ({"id": 17}, 17, None),  # only an id: as before
+    ({"username": "sub-1"}, "sub-1", None),
+])
+def test_subscriber_id_wins_over_an_id_beside_it(fields, path_id, extra):
+    raw = dict({"label": "grafana"}, **fields)
+    assert _reader.normalize_subscriber(raw)["id"] == path_id
+    assert _reader.subscriber_spellings(raw).get("extra_id") == extra
+
+
+def test_a_create_answer_with_both_ids_names_the_client_id():
+    answer = {"device": dict(row("pub-7"), id=42, password="pw"), "publish_topic": "x/"}
+    client, password = _reader.read_created_client(answer, "dev-1", True, False)
+    assert client["client_id"] == "pub-7" and password == "pw"
+    sub, password = _reader.read_created_subscriber(dict(sub_row("sub-7"), subscriber_id="sub-7", id=42, password="pw"),
+                                                    "grafana")
+    assert sub["id"] == "sub-7" and password == "pw"
+
+
+def ids(*names):
+    return [{"client_id": name} for name in names]
+
+
+@pytest.mark.parametrize("rows_read, totals, words", [
+    (ids("a", "b", "d", "e"), [5, 4], ["different totals (5, 4)", "totals per page: 5, 4", "rows read: 4"]),
+    (ids("a", "b", "c"), [5, 5], ["3 distinct rows were read against total=5"]),
+    (ids("a", "b", "b", "c"), [3, 3], ["client_id b listed twice"]),
+    (ids("a", "b", "b"), [None, None], ["client_id b listed twice", "totals per page: -, -"]),
+    (ids("a", "b", "c"), [3, None], []),  # a page without a total does not disagree
+    (ids("a", "b", "c"), [3, 3], []),
+    (ids("a", "b"), [None], []),  # no totals: only a row on two pages shows drift
+])
+def test_list_drift(rows_read, totals, words):
+    found = _reader.list_drift(rows_read, totals, "client_id")
+    if not words:
+        assert found is None
+    for word in words:
+        assert word in found
+
+
+NOW = 1800000000.0  # 2027-01-15T08:00:00Z
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30", 30), ("0", 0), ("-4", 0), ("2.5", 2.5),
+    (str(int(NOW) + 42), 42),  # a Unix time in seconds
+    (str(int(NOW + 42) * 1000), 42),  # ... in milliseconds
+    ("Fri, 15 Jan 2027 08:00:42 GMT", 42),  # an HTTP date (IMF-fixdate)
+    ("Friday, 15-Jan-27 08:00:42 GMT", 42),  # the obsolete RFC 850 form
+    ("Fri Jan 15 08:00:42 2027", 42),  # asctime
+    ("Fri, 15 Jan 2027 07:00:00 GMT", 0),  # already past
+    ("soon", None), ("", None), ("nan", None), ("inf", None),
+])
+def test_wait_header_reads_seconds_unix_times_and_http_dates(text, seconds):
+    assert _reader.wait_header({"Retry-After": text}, NOW, "Retry-After") == (
+        (seconds, "Retry-After") if seconds is not None else (None, None))
+
+
+@pytest.mark.parametrize("headers, remaining, reset, limit, window, names", [
+    ({"RateLimit": "limit=100, remaining=50, reset=30", "RateLimit-Policy": "100;w=3600"},
+     50, 30, 100, 3600, ("RateLimit remaining", "RateLimit reset")),
+    ({"RateLimit": '"hour";r=0;t=12, "day";r=500;t=80000', "RateLimit-Policy": '"hour";q=100;w=3600'},
+     0, 12, 100, 3600, ("RateLimit remaining", "RateLimit reset")),  # the binding policy: fewest remaining
+    ({"RateLimit-Limit": "100", "RateLimit-Remaining": "3", "RateLimit-Reset": "9"},
+     3, 9, 100, None, ("RateLimit-Remaining", "RateLimit-Reset")),
+    ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 20), "RateLimit": "remaining=7, reset=1"},
+     0, 20, None, None, ("X-RateLimit-Remaining", "X-RateLimit-Reset")),  # X-RateLimit-* win
+    ({"X-RateLimit-Reset": "Fri, 15 Jan 2027 08:01:00 GMT"}, None, 60, None, None, (None, "X-RateLimit-Reset")),
+    ({"RateLimit": "garbage", "RateLimit-Policy": "x"}, None, None, None, None, (None, None)),
+    ({}, None, None, None, None, (None, None)),
+])
+def test_rate_limit_headers_x_ietf_and_combined(headers, remaining, reset, limit, window, names):
+    info = _reader.rate_limit_of(headers, NOW)
+    assert (info["remaining"], info["reset"], info["limit"], info["window"]) == (remaining, reset, limit, window)
+    assert (info["remaining_header"], info["reset_header"]) == names
