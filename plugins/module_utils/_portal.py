@@ -111,9 +111,10 @@ def _append(error, text):
 class _Ambiguous(Exception):
     """A non-idempotent request failed in a way that leaves open whether the portal acted."""
 
-    def __init__(self, error):
+    def __init__(self, error, resume_at=None):
         super(_Ambiguous, self).__init__(error.msg)
         self.error = error
+        self.resume_at = resume_at  # clock time a 503's Retry-After named (None: not said)
 
 
 # ---------------------------------------------------------------------------
@@ -605,7 +606,7 @@ class PortalClient(object):
                 if response.status_code == 503:
                     retry_after = self._retry_after(response)
             if not safe:
-                raise _Ambiguous(error)
+                raise _Ambiguous(error, None if retry_after is None else self._clock() + retry_after)
             if retry_after is not None:  # the portal named its window: wait it out within rate_limit_max_wait
                 self._rate_limit_wait(max(retry_after, MIN_RATE_LIMIT_WAIT), "%s %s answered 503 with Retry-After: %s"
                                       % (method, urlsplit(url).path, response.headers["Retry-After"]), unavailable=True)
@@ -724,7 +725,12 @@ class PortalClient(object):
                                       % (what, amb.error.msg, self.max_retries), kind=amb.error.kind, status=amb.error.status,
                                       detail=amb.error.detail)
                 self._count("retries")
-                self._wait(self._backoff(attempt))
+                left = (amb.resume_at - self._clock()) if amb.resume_at is not None else 0
+                if left > 0:  # nothing was created: wait what is left of the window the 503 named
+                    self._rate_limit_wait(max(left, MIN_RATE_LIMIT_WAIT), "creating %s answered 503 with Retry-After" % what,
+                                          unavailable=True)
+                else:
+                    self._wait(self._backoff(attempt))
                 attempt += 1
                 continue
             row, password = self._shape(parse, self._json(response, "POST", self._url(path)))

@@ -93,10 +93,25 @@ class FaultState:
     def __init__(self):
         self.lock = threading.Lock()
         self.config = models.Faults()
+        self.unavailable_until = 0.0  # monotonic time up to which every request is answered 503
+        self.requests = 0  # API requests in the maintenance dialect, which opens a window every WINDOW_EVERY-th
 
     def set(self, config):
         with self.lock:
             self.config = config
+            self.unavailable_until = time.monotonic() + config.unavailable_s if config.unavailable_s else 0.0
+
+    def _unavailable(self, dialect):
+        """A 503 with Retry-After while a window is open (under the lock); the maintenance dialect opens them."""
+        now = time.monotonic()
+        if dialect == "maintenance":
+            self.requests += 1
+            if self.requests % dialects.WINDOW_EVERY == 0:
+                self.unavailable_until = max(self.unavailable_until, now + dialects.WINDOW_SECONDS)
+        if now >= self.unavailable_until:
+            return None
+        return _error(503, "the portal is unavailable (maintenance window); try again later", "unavailable",
+                      {"Retry-After": dialects.retry_after(dialect, self.unavailable_until - now)}, dialect)
 
     def before(self, method, dialect="default", scope=None):
         """An injected answer for this request, or None."""
@@ -108,9 +123,13 @@ class FaultState:
                 # A debugging proxy's error page: the header comes after 300 characters, where a cut would split it.
                 return PlainTextResponse("Internal Server Error (injected)\n" + "." * 280 + "\nAuthorization: " + auth,
                                          status_code=500)
+            unavailable = self._unavailable(dialect)
+            if unavailable is not None:
+                return unavailable
             if cfg.burst_429 > 0:
                 cfg.burst_429 -= 1
-                return _error(429, "rate limited (injected burst)", "rate_limited", {"Retry-After": "1"}, dialect)
+                return _error(429, "rate limited (injected burst)", "rate_limited",
+                              {"Retry-After": dialects.retry_after(dialect, 1)}, dialect)
             if cfg.error_rate and random.random() < cfg.error_rate:
                 return _error(random.choice(cfg.error_statuses), "injected fault", "injected_fault", dialect=dialect)
             if method != "GET" and cfg.fail_after_creates is not None and cfg.fail_after_creates <= 0:
@@ -126,7 +145,8 @@ class FaultState:
                 return True
         return False
 
-    def after_create(self, scope):
+    def after_create(self, scope, dialect="default"):
+        """None, or the answer that replaces the created row's (unavailable_after_create: the create is done)."""
         with self.lock:
             cfg = self.config
             if cfg.fail_after_creates is not None:
@@ -134,6 +154,12 @@ class FaultState:
             if cfg.drop_after_create > 0:
                 cfg.drop_after_create -= 1
                 scope["emulator.drop"][0] = True
+            if cfg.unavailable_after_create > 0:
+                cfg.unavailable_after_create -= 1
+                self.unavailable_until = time.monotonic() + dialects.WINDOW_SECONDS
+                return _error(503, "gateway timeout waiting for the portal (injected: unavailable_after_create)", "unavailable",
+                              {"Retry-After": dialects.retry_after(dialect, dialects.WINDOW_SECONDS)}, dialect)
+        return None
 
 
 def _bearer(scope):
@@ -154,6 +180,7 @@ class EmulatorApp(FastAPI):
         self.counters = Counters()
         self.limiter = RateLimiter()
         self.dialect = "default"
+        self.list_reads = Counter()  # listings started per path (the drift dialects)
         return self
 
     async def __call__(self, scope, receive, send):
@@ -202,14 +229,14 @@ class EmulatorApp(FastAPI):
             if not allowed:
                 reset = limit_headers["X-RateLimit-Reset"]
                 response = _error(429, "request budget of %s per window used up; retry after %ss"
-                                  % (account["hourly_budget"], reset), "rate_limited", {"Retry-After": str(max(1, int(reset)))},
-                                  dialect)
+                                  % (account["hourly_budget"], reset), "rate_limited",
+                                  {"Retry-After": dialects.retry_after(dialect, int(reset))}, dialect)
             elif not account["mgmt_addon"]:
                 response = _error(403, "this account lacks the Mgmt REST API add-on; enable it under Subscriptions "
                                   "in the portal", "addon_required", dialect=dialect)
             elif allowed_methods:
                 response = _error(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed_methods)}, dialect=dialect)
-        limit_headers = dialects.rate_headers(dialect, limit_headers)
+        limit_headers = dialects.rate_headers(dialect, limit_headers, account["window_seconds"])
         if response is not None:
             if dialect == "offset" and "retry-after" in response.headers:
                 del response.headers["retry-after"]
@@ -293,7 +320,9 @@ def portal_router():
             raise ApiError(422, [{"loc": ["body", "allow_publish"], "msg": "Extra inputs are not permitted",
                                   "type": "extra_forbidden"}])
         row, password = store.create_client(account, body.label, body.allow_publish, body.allow_subscribe)
-        request.app.faults.after_create(request.scope)
+        gate = request.app.faults.after_create(request.scope, dialect)
+        if gate is not None:
+            return gate
         if dialect != "default":
             return JSONResponse(dialects.created_client(dialect, row, password), status_code=201)
         return {"device": dict(row, password=password), "publish_topic": row["history_topic_prefix"] + "/"}
@@ -344,7 +373,9 @@ def portal_router():
                  responses={**WRITE, **PLAN_LIMIT, **BODY}, tags=["Read-only subscribers"])
     def create_subscriber(body: models.SubscriberCreate, request: Request, account=Depends(_account), store=Depends(_store)):
         subscriber = store.create_subscriber(account, body.label, body.expires_in_days)
-        request.app.faults.after_create(request.scope)
+        gate = request.app.faults.after_create(request.scope, request.app.dialect)
+        if gate is not None:
+            return gate
         if request.app.dialect != "default":
             return JSONResponse(dialects.subscriber_row(request.app.dialect, subscriber), status_code=201)
         return subscriber

@@ -25,7 +25,8 @@ class Strict(BaseModel):
 
 
 class Dialect(Strict):
-    name: Literal["default", "cursor", "link", "offset", "unknown"]  # emulator.dialects.DIALECTS
+    name: Literal["default", "cursor", "link", "offset", "unknown", "drift", "drift_always", "both_ids",
+                  "maintenance"]  # emulator.dialects.DIALECTS
 
 
 class ClientCreate(Strict):
@@ -139,6 +140,8 @@ class Faults(Strict):
     fail_after_creates: Optional[int] = None
     truncate_writes: int = 0
     echo_auth_500: int = 0  # the next N requests get a text/plain 500 page that echoes the Authorization header
+    unavailable_s: float = 0  # every request for this many seconds from now: 503 with Retry-After (nothing done)
+    unavailable_after_create: int = 0  # the next N creates are done, then answered 503 with Retry-After
 
 
 class Clock(Strict):

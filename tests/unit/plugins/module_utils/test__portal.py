@@ -1236,7 +1236,14 @@ def test_a_create_answered_503_with_retry_after_is_not_repeated_blindly():
     client, password = h.client.create_client("dev-1", known_client_ids=set())
     assert (client["client_id"], password) == ("pub-9", "pw")
     assert [c["method"] for c in h.calls] == ["POST", "GET", "GET", "POST"]
-    assert h.sleeps[0] == 40.0  # the re-list waited out the window the portal named
+    assert h.sleeps == [40.0, 0.5]  # the re-list waited out the window the portal named; then a short backoff
+
+
+def test_a_create_answered_503_waits_the_rest_of_its_window_before_trying_again():
+    h = walled([(503, {}, {"Retry-After": "30"}), (200, []), (201, {"device": dict(row("pub-9"), password="pw")})])
+    assert h.client.create_client("dev-1", known_client_ids=set())[1] == "pw"
+    assert [c["method"] for c in h.calls] == ["POST", "GET", "POST"] and h.sleeps == [30.0]
+    assert "creating MQTT client 'dev-1' answered 503 with Retry-After" in h.warnings[0]
 
 
 def test_a_create_answered_503_that_happened_is_adopted_not_repeated():
