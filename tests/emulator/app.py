@@ -94,16 +94,19 @@ class FaultState:
         self.lock = threading.Lock()
         self.config = models.Faults()
         self.unavailable_until = 0.0  # monotonic time up to which every request is answered 503
+        self.unavailable_next = 0.0  # a window of this many seconds opens with the next request (unavailable_s)
         self.requests = 0  # API requests in the maintenance dialect, which opens a window every WINDOW_EVERY-th
 
     def set(self, config):
         with self.lock:
             self.config = config
-            self.unavailable_until = time.monotonic() + config.unavailable_s if config.unavailable_s else 0.0
+            self.unavailable_until, self.unavailable_next = 0.0, config.unavailable_s
 
     def _unavailable(self, dialect):
         """A 503 with Retry-After while a window is open (under the lock); the maintenance dialect opens them."""
         now = time.monotonic()
+        if self.unavailable_next:
+            self.unavailable_until, self.unavailable_next = now + self.unavailable_next, 0.0
         if dialect == "maintenance":
             self.requests += 1
             if self.requests % dialects.WINDOW_EVERY == 0:

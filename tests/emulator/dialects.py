@@ -29,7 +29,7 @@ list spans several pages.
   503 (nothing done) with `Retry-After`. Lists as default with small pages.
 
 Faults (any dialect, `PUT /_emulator/faults`): `unavailable_s` answers every request 503 + `Retry-After` for that
-many seconds from now; `unavailable_after_create` commits the next N creates and answers them 503 + `Retry-After`
+many seconds from the next request on; `unavailable_after_create` commits the next N creates and answers them 503 + `Retry-After`
 (and opens a WINDOW_SECONDS window), as a gateway that timed out after the portal acted.
 """
 import base64

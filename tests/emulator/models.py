@@ -140,7 +140,7 @@ class Faults(Strict):
     fail_after_creates: Optional[int] = None
     truncate_writes: int = 0
     echo_auth_500: int = 0  # the next N requests get a text/plain 500 page that echoes the Authorization header
-    unavailable_s: float = 0  # every request for this many seconds from now: 503 with Retry-After (nothing done)
+    unavailable_s: float = 0  # from the next request on, for this many seconds: 503 with Retry-After (nothing done)
     unavailable_after_create: int = 0  # the next N creates are done, then answered 503 with Retry-After
 
 
