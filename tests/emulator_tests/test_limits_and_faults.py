@@ -113,3 +113,63 @@ def test_fail_after_creates(portal):
     assert portal.call("GET", "/publishers").json()["total"] == 2  # reads still work
     portal.control.set_faults()
     assert portal.call("DELETE", "/publishers/" + client_id).status_code == 204
+
+
+def test_unavailable_window_opens_with_the_next_request(portal):
+    portal.control.set_faults(unavailable_s=30)
+    first = portal.call("GET", "/publishers")
+    assert first.status_code == 503 and first.json()["code"] == "unavailable"
+    assert 29 <= int(first.headers["Retry-After"]) <= 30 and "X-RateLimit-Remaining" in first.headers
+    assert portal.call("POST", "/publishers", json={"label": "a"}).status_code == 503
+    portal.control.set_faults()
+    assert portal.call("GET", "/publishers").json()["total"] == 0  # nothing was created in the window
+
+
+def test_unavailable_after_create_is_done_then_answered_503(portal):
+    portal.control.set_faults(unavailable_after_create=1)
+    answer = portal.call("POST", "/publishers", json={"label": "done"})
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
+    time.sleep(1.1)  # the window it opened
+    assert [row["label"] for row in portal.call("GET", "/publishers").json()["items"]] == ["done"]
+
+
+def test_maintenance_dialect_sends_ietf_headers_http_dates_and_windows(portal):
+    import email.utils
+    portal.control.set_dialect("maintenance")
+    statuses = []
+    for dummy in range(15):
+        response = portal.call("GET", "/publishers")
+        statuses.append(response.status_code)
+        assert "X-RateLimit-Remaining" not in response.headers
+        assert response.headers["RateLimit"].startswith("limit=5000, remaining=")
+        assert response.headers["RateLimit-Policy"] == "5000;w=3600"
+    assert statuses == [200] * 14 + [503]
+    assert email.utils.parsedate_to_datetime(response.headers["Retry-After"]).tzinfo is not None
+
+
+def test_drift_dialects_lose_a_row_between_pages(portal):
+    for label in "abcde":
+        portal.create(label)
+
+    def listing():
+        first = portal.call("GET", "/publishers", params={"offset": 0, "limit": 2}).json()
+        second = portal.call("GET", "/publishers", params={"offset": 2, "limit": 2}).json()
+        return [first["total"], second["total"]], [r["label"] for r in first["results"] + second["results"]]
+
+    portal.control.set_dialect("drift")
+    assert listing() == ([5, 4], ["a", "b", "d", "e"])  # c is live but skipped
+    assert listing() == ([5, 5], ["a", "b", "c", "d"])  # every other listing is whole
+    portal.control.set_dialect("drift_always")
+    assert listing() == ([5, 4], ["a", "b", "d", "e"])
+    assert listing() == ([5, 4], ["a", "b", "d", "e"])
+
+
+def test_both_ids_dialect_adds_an_integer_id(portal):
+    client_id = portal.create("a")["device"]["client_id"]
+    portal.control.set_dialect("both_ids")
+    row = portal.call("GET", "/publishers").json()["items"][0]
+    assert row["client_id"] == client_id and row["id"] == int(client_id[4:], 16)
+    sub = portal.call("POST", "/subscriber-mqtt-passwords", json={"label": "g"}).json()
+    assert sub["subscriber_id"].startswith("sub-") and isinstance(sub["id"], int)
+    assert portal.call("DELETE", "/subscriber-mqtt-passwords/%s" % sub["id"]).status_code == 404
+    assert portal.call("DELETE", "/subscriber-mqtt-passwords/" + sub["subscriber_id"]).status_code == 204
