@@ -727,8 +727,13 @@ class PortalClient(object):
                 self._count("retries")
                 left = (amb.resume_at - self._clock()) if amb.resume_at is not None else 0
                 if left > 0:  # nothing was created: wait what is left of the window the 503 named
-                    self._rate_limit_wait(max(left, MIN_RATE_LIMIT_WAIT), "creating %s answered 503 with Retry-After" % what,
-                                          unavailable=True)
+                    try:
+                        self._rate_limit_wait(max(left, MIN_RATE_LIMIT_WAIT), "creating %s answered 503 with Retry-After"
+                                              % what, unavailable=True)
+                    except PortalError as exc:
+                        _append(exc, "Nothing was created (checked by listing).")
+                        exc.may_have_acted = False
+                        raise
                 else:
                     self._wait(self._backoff(attempt))
                 attempt += 1

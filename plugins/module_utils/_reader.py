@@ -473,13 +473,6 @@ def read_page(body, headers, url, asked_size):
     return Page(rows, nxt, total, kind or "none", envelope)
 
 
-def check_complete(rows, total, what):
-    """ShapeError when a list's row count disagrees with the ``total`` the portal gave."""
-    if total is not None and len(rows) != total:
-        raise ShapeError("The portal's list of %s said total=%d but its pages held %d rows; the list changed while it was "
-                         "read or is incomplete. Nothing was changed: rerun." % (what, total, len(rows)))
-
-
 def list_drift(rows, totals, key):
     """What shows that a list changed while its pages were read, else None.
 
@@ -503,15 +496,6 @@ def list_drift(rows, totals, key):
         return None
     return "%s (totals per page: %s; rows read: %d)" % (
         "; ".join(problems), ", ".join("-" if t is None else str(t) for t in totals), len(rows))
-
-
-def check_unique(rows, key, what):
-    seen = set()
-    for row in rows:
-        if row[key] in seen:
-            raise ShapeError("The portal listed %s %s twice; the list changed while it was read. Nothing was changed: rerun."
-                             % (what, row[key]))
-        seen.add(row[key])
 
 
 # ---------------------------------------------------------------------------

@@ -1330,3 +1330,12 @@ def test_rows_with_both_ids_use_client_id_in_paths():
     assert [s["id"] for s in h.client.list_subscribers()] == ["sub-1"]
     h.client.revoke_subscriber("sub-1")
     assert h.calls[1]["url"].endswith("/publishers/pub-1/pause") and h.calls[3]["url"].endswith("/subscriber-mqtt-passwords/sub-1")
+
+
+def test_a_create_whose_window_does_not_fit_says_nothing_was_created():
+    h = walled([(503, {}, {"Retry-After": "600"}), (200, [])], rate_limit_max_wait=60)
+    with pytest.raises(PortalError) as info:
+        h.client.create_client("dev-1", known_client_ids=set())
+    err = info.value
+    assert not err.unclean and "Nothing was created (checked by listing)" in err.msg and "rate_limit_max_wait" in err.msg
+    assert [c["method"] for c in h.calls] == ["POST", "GET"]

@@ -200,19 +200,6 @@ def test_list_page_fails_closed(body, headers, words):
         assert word in info.value.msg
 
 
-@pytest.mark.parametrize("count, total", [(3, 5), (6, 5)])
-def test_list_total_must_match_the_rows_read(count, total):
-    with pytest.raises(ShapeError, match="total=%d but its pages held %d rows" % (total, count)):
-        _reader.check_complete(list(range(count)), total, "MQTT clients")
-    _reader.check_complete(list(range(total)), total, "MQTT clients")
-    _reader.check_complete(list(range(count)), None, "MQTT clients")
-
-
-def test_a_row_listed_twice_is_refused():
-    with pytest.raises(ShapeError, match="listed MQTT client pub-1 twice"):
-        _reader.check_unique([{"client_id": "pub-1"}, {"client_id": "pub-1"}], "client_id", "MQTT client")
-
-
 # ---------------------------------------------------------------- create and rotate answers
 
 @pytest.mark.parametrize("answer, client_id, password", [
