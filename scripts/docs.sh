@@ -36,11 +36,14 @@ mkdir -m 700 "$site"
 antsibull-docs sphinx-init --use-current --squash-hierarchy --lenient --dest-dir "$site" \
   --project isr.mqtt --copyright "isr.mqtt contributors" \
   --title "isr.mqtt: MQTT credentials of the iShareRadio portal, from Ansible" --html-short-title "isr.mqtt" \
+  --extra-conf "html_title=isr.mqtt: MQTT credentials of the iShareRadio portal" \
   --extra-html-theme-options "documentation_home_url=$(galaxy documentation)" isr.mqtt >/dev/null
 [ "${ISR_DOCS_INTERSPHINX:-0}" = 1 ] || echo 'intersphinx_mapping = {}  # offline build (scripts/docs.sh)' >> "$site/conf.py"
 echo "html_theme_options['topbar_links'] = {'Repository': '$(galaxy repository)', 'Issues': '$(galaxy issues)'}" >> "$site/conf.py"
 antsibull-docs --config-file "$site/antsibull-docs.cfg" collection --use-current --squash-hierarchy \
   --fail-on-error --cleanup everything --dest-dir "$site/rst" isr.mqtt
+# antsibull-docs title-cases the collection name on the index page ("Isr.Mqtt"); it is spelt isr.mqtt.
+sed -i 's/^Isr\.Mqtt$/isr.mqtt/' "$site/rst/index.rst"
 rm -rf docs/build/html
 # -q: only warnings; offline, references to docs.ansible.com labels stay unresolved (warnings, not errors).
 sphinx-build -q -b html -c "$site" "$site/rst" docs/build/html
