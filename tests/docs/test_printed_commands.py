@@ -44,10 +44,18 @@ def installs(block):
     return any(line.strip().startswith(INSTALL) for line in block.splitlines())
 
 
+PYTHON_WARNING = re.compile(r"^\S+:\d+: \w+Warning: ")  # then the source line, indented by two spaces
+
+
 def printed_blocks(output):
-    """The commands the demo suggests: groups of lines indented by two spaces after 'Try it in a new shell'."""
+    """The commands the demo suggests: groups of lines indented by two spaces after 'Try it in a new shell'.
+
+    A Python warning on stderr (for example cryptography's DSA deprecation, printed by ansible-core) is no suggestion.
+    """
     blocks, current = [], []
-    for line in output.split("Try it in a new shell", 1)[1].splitlines()[1:]:
+    lines = output.split("Try it in a new shell", 1)[1].splitlines()[1:]
+    lines = [line for i, line in enumerate(lines) if not (PYTHON_WARNING.match(line) or (i and PYTHON_WARNING.match(lines[i - 1])))]
+    for line in lines:
         if line.startswith("  "):
             current.append(line.strip())
         elif current:
