@@ -14,15 +14,12 @@ python -c 'import antsibull_docs, sphinx_ansible_theme, pypandoc' 2>/dev/null ||
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-# The collection as antsibull-docs sees it: the repository's entries, except that galaxy.yml's placeholder
-# links (example.invalid, until the real repository exists) are left out, so the site shows no dead buttons.
-collection="$work/collections/ansible_collections/isr/mqtt"
-mkdir -p "$collection"
-for entry in "$REPO_ROOT"/* "$REPO_ROOT"/.[!.]*; do
-  if [ -e "$entry" ] && [ "${entry##*/}" != galaxy.yml ]; then ln -s "$entry" "$collection/"; fi
-done
-grep -v 'example\.invalid' galaxy.yml > "$collection/galaxy.yml"
+# The collection as antsibull-docs sees it: this repository under ansible_collections/isr/mqtt.
+mkdir -p "$work/collections/ansible_collections/isr"
+ln -s "$REPO_ROOT" "$work/collections/ansible_collections/isr/mqtt"
 export ANSIBLE_COLLECTIONS_PATH="$work/collections"
+# The site's links come from galaxy.yml, the one place that names the repository, issues and docs URLs.
+galaxy() { python -c 'import sys, yaml; print(yaml.safe_load(open("galaxy.yml"))[sys.argv[1]])' "$1"; }
 
 if [ "$mode" = check ]; then
   python scripts/md2rst.py --check
@@ -37,15 +34,21 @@ antsibull-docs lint-collection-docs --plugin-docs . || lint_rc=$?
 site="$work/site"
 mkdir -m 700 "$site"
 antsibull-docs sphinx-init --use-current --squash-hierarchy --lenient --dest-dir "$site" \
-  --project isr.mqtt --title "isr.mqtt collection" isr.mqtt >/dev/null
+  --project isr.mqtt --copyright "isr.mqtt contributors" \
+  --title "isr.mqtt: MQTT credentials of the iShareRadio portal, from Ansible" --html-short-title "isr.mqtt" \
+  --extra-conf "html_title=isr.mqtt: MQTT credentials of the iShareRadio portal" \
+  --extra-html-theme-options "documentation_home_url=$(galaxy documentation)" isr.mqtt >/dev/null
 [ "${ISR_DOCS_INTERSPHINX:-0}" = 1 ] || echo 'intersphinx_mapping = {}  # offline build (scripts/docs.sh)' >> "$site/conf.py"
+echo "html_theme_options['topbar_links'] = {'Repository': '$(galaxy repository)', 'Issues': '$(galaxy issues)'}" >> "$site/conf.py"
 antsibull-docs --config-file "$site/antsibull-docs.cfg" collection --use-current --squash-hierarchy \
   --fail-on-error --cleanup everything --dest-dir "$site/rst" isr.mqtt
+# antsibull-docs title-cases the collection name on the index page ("Isr.Mqtt"); it is spelt isr.mqtt.
+sed -i 's/^Isr\.Mqtt$/isr.mqtt/' "$site/rst/index.rst"
 rm -rf docs/build/html
 # -q: only warnings; offline, references to docs.ansible.com labels stay unresolved (warnings, not errors).
 sphinx-build -q -b html -c "$site" "$site/rst" docs/build/html
-if grep -l 'example\.invalid' docs/build/html/index.html; then
-  echo "docs: the index links to a placeholder (example.invalid)" >&2
+if ! grep -q "$(galaxy issues)" docs/build/html/index.html; then
+  echo "docs: the index does not link to the issue tracker ($(galaxy issues))" >&2
   exit 1
 fi
 echo "docs: site in docs/build/html ($(find docs/build/html -name '*.html' | wc -l) pages)"

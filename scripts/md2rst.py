@@ -13,7 +13,7 @@ import pypandoc
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDES = {"quickstart.md": "quickstart", "fleet-role.md": "fleet_role", "device-role.md": "device_role",
-          "rotation.md": "rotation", "awx.md": "awx"}
+          "rotation.md": "rotation", "awx.md": "awx", "inventory.md": "inventory"}
 PREFIX = "ansible_collections.isr.mqtt.docsite."
 
 

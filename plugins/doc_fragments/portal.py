@@ -14,7 +14,9 @@ options:
   portal_url:
     description:
       - URL of the iShareRadio MQTT SaaS portal, for example V(https://mqtt.ishareradio.com).
-      - The origin is enough; a URL that already ends in C(/api/v1/subscriber) is accepted too.
+      - The origin is enough; a URL that already ends in C(/api/v1/subscriber) is accepted too. A URL that holds another
+        part of the API path (C(/api), C(/api/v1), C(/api/v1/subscriber/publishers)) is refused before any request, since
+        the API path would be appended to it.
       - Must start with C(https://). Plain C(http://) is accepted only to this machine (C(localhost), C(127.0.0.1), C(::1)),
         or with O(allow_http=true).
       - If not set, the value of the E(ISR_PORTAL_URL) environment variable is used.

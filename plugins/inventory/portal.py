@@ -18,8 +18,8 @@ description:
     is all an inventory source needs.
   - Never puts a password or the API token into host variables, the inventory cache or an error message.
     The portal's list answers carry no password.
-  - "The configuration file must be named C(*.isr_mqtt.yml) or C(*.isr_mqtt.yaml) and start with
-    C(plugin: isr.mqtt.portal)."
+  - "The configuration file must be named C(isr_mqtt.yml), C(isr_mqtt.yaml), C(*.isr_mqtt.yml) or C(*.isr_mqtt.yaml) and
+    start with C(plugin: isr.mqtt.portal)."
   - "Host names: the label (O(hostnames=label), the default) or the client_id (O(hostnames=client_id)). Every character
     of a label that is not a letter, digit, C(_), C(.) or C(-) becomes C(_) (C(site a:1) gives host C(site_a_1));
     a client without label is named by its client_id."
@@ -34,7 +34,7 @@ description:
     C(mqtt_label), C(mqtt_subscribe_filter), C(mqtt_created_at), C(mqtt_expires_at), C(mqtt_expired). Group:
     C(mqtt_subscribers)."
   - Values read from the portal are data, never templates (ansible-core 2.17 and 2.18 get them marked unsafe), so a label
-    such as C({{ lookup(...\) }}) stays that text.
+    such as V({{ lookup(...\) }}) stays that text.
   - A portal error or a bad option fails this inventory source with the same message a module would give, and nothing
     is cached. C(ansible-inventory) and C(ansible-playbook) then only warn and go on without the source, unless
     E(ANSIBLE_INVENTORY_UNPARSED_FAILED) is V(true); set it wherever a missing inventory must stop the run.
@@ -54,8 +54,11 @@ options:
   portal_url:
     description:
       - URL of the iShareRadio MQTT SaaS portal, for example V(https://mqtt.ishareradio.com).
-      - The origin is enough; a URL that already ends in C(/api/v1/subscriber) is accepted too.
-      - Must start with C(https://) (or C(http://) for a local test portal).
+      - The origin is enough; a URL that already ends in C(/api/v1/subscriber) is accepted too. A URL that holds another
+        part of the API path (C(/api), C(/api/v1), C(/api/v1/subscriber/publishers)) is refused before any request, since
+        the API path would be appended to it.
+      - Must start with C(https://). Plain C(http://) is accepted only to this machine (C(localhost), C(127.0.0.1), C(::1)),
+        or with O(allow_http=true).
       - May be a template, for example V({{ lookup('ansible.builtin.env', 'MY_PORTAL_URL'\) }}).
     type: str
     env:
@@ -79,6 +82,12 @@ options:
     description:
       - Path to a CA bundle (PEM) used to verify the portal's TLS certificate. Ignored when O(validate_certs=false).
     type: path
+  allow_http:
+    description:
+      - Allow a plain C(http://) O(portal_url) to a host that is not this machine. The API token then crosses the
+        network unencrypted; the plugin warns. For a test portal on a network you trust only.
+    type: bool
+    default: false
   timeout:
     description: Seconds to wait for the portal to answer one HTTP request.
     type: int
@@ -164,6 +173,7 @@ api_token: !vault |
   6564
 """
 
+import os
 import re
 
 from ansible.errors import AnsibleParserError
@@ -178,7 +188,8 @@ try:
 except ImportError:  # ansible-core 2.17 and 2.18
     from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode as _Vaulted
 
-FILE_SUFFIXES = (".isr_mqtt.yml", ".isr_mqtt.yaml")
+FILE_NAMES = ("isr_mqtt.yml", "isr_mqtt.yaml")
+FILE_SUFFIXES = tuple("." + name for name in FILE_NAMES)
 FILTER_KEYS = ("label", "paused")
 CACHE_FORMAT = 1  # bumped when the cached shape changes: an entry of another format is read again from the portal
 _HOST_UNSAFE = re.compile(r"[^\w.-]")  # \w: letters and digits of any script, and _
@@ -263,7 +274,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self.requests_sent = 0  # requests of the last parse (0 on a cache hit)
 
     def verify_file(self, path):
-        return super(InventoryModule, self).verify_file(path) and path.endswith(FILE_SUFFIXES)
+        name = os.path.basename(path)
+        return super(InventoryModule, self).verify_file(path) and (name in FILE_NAMES or name.endswith(FILE_SUFFIXES))
 
     # -- options -------------------------------------------------------------
 
@@ -294,7 +306,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return value or None
 
     def _connection(self):
-        """(portal base URL, keyword arguments of PortalClient), checked like a module checks its options."""
+        """(portal base URL, PortalClient), the options checked like a module checks them, before any request."""
         portal_url = self._plain_option("portal_url")
         token = self._plain_option("api_token", secret=True)
         if not portal_url:
@@ -310,13 +322,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         max_wait = self.get_option("rate_limit_max_wait")
         if max_wait is None or max_wait < 0:
             self._fail("rate_limit_max_wait must be 0 or more seconds, got %r." % (max_wait,))
-        try:
+        try:  # the client refuses a bad URL or token (and plain http:// off this machine) without a request
             base = base_url(portal_url)
+            client = self.client_factory(portal_url=portal_url, api_token=token, validate_certs=self.get_option("validate_certs"),
+                                         ca_path=self.get_option("ca_path"), timeout=timeout, rate_limit_max_wait=max_wait,
+                                         allow_http=self.get_option("allow_http"), warn=self.display.warning)
         except PortalError as exc:
             self._fail(exc.msg)
-        return base, dict(portal_url=portal_url, api_token=token, validate_certs=self.get_option("validate_certs"),
-                          ca_path=self.get_option("ca_path"), timeout=timeout, rate_limit_max_wait=max_wait,
-                          warn=self.display.warning)
+        return base, client
 
     def _filters(self):
         filters = dict(self.get_option("filters") or {})
@@ -338,8 +351,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # -- reading -------------------------------------------------------------
 
-    def _fetch(self, base, connection, include_subscribers):
-        client = self.client_factory(**connection)
+    def _fetch(self, base, client, include_subscribers):
         try:
             clients = client.list_clients()
             subscribers = client.list_subscribers() if include_subscribers else None
@@ -359,7 +371,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return rows_ok(entry.get("clients"), CLIENT_KEYS) and (not include_subscribers or rows_ok(entry.get("subscribers"), SUBSCRIBER_KEYS))
 
     def _rows(self, path, cache):
-        base, connection = self._connection()
+        base, client = self._connection()
         include_subscribers = self.get_option("include_subscribers")
         self.requests_sent = 0
         cache_key = self.get_cache_key(path)
@@ -372,7 +384,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if self._usable(entry, base, include_subscribers):
                 self.display.vvv("isr.mqtt.portal: %d clients from the inventory cache, no request" % len(entry["clients"]))
                 return entry
-        entry = self._fetch(base, connection, include_subscribers)
+        entry = self._fetch(base, client, include_subscribers)
         self.display.vvv("isr.mqtt.portal: %d clients read from %s in %d requests" % (len(entry["clients"]), base, self.requests_sent))
         if use_cache:
             self._cache[cache_key] = entry

@@ -206,10 +206,32 @@ def base_url(portal_url):
     split = urlsplit(url)
     if not split.hostname:
         raise PortalError("portal_url %r has no host name; example: https://mqtt.ishareradio.com" % (url,), kind="validation")
+    problem = api_path_problem(split.path)
+    if problem:
+        raise PortalError("portal_url %s %s; give the portal's origin only, for example %s://%s (the collection adds %s "
+                          "itself)." % (url, problem, split.scheme, split.netloc.rpartition("@")[2], API_PATH), kind="validation")
     url = url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
     if not url.endswith(API_PATH):
         url += API_PATH
     return url
+
+
+def api_path_problem(path):
+    """What is wrong with a portal_url path that holds part of the API path, or None.
+
+    The origin gets API_PATH appended, and a path that is exactly API_PATH is kept, but a partial one (``/api``,
+    ``/api/v1``) would be doubled and every request would answer 404 "not found"; anything after API_PATH too.
+    """
+    segments = [s for s in path.split("/") if s]
+    lowered = [s.lower() for s in segments]
+    if "api" not in lowered:
+        return None
+    from_api = "/" + "/".join(segments[lowered.index("api"):])
+    if from_api == API_PATH:
+        return None
+    if (API_PATH + "/").startswith(from_api.lower() + "/"):
+        return "ends in %s, a part of the API path: %s would be appended to it" % (from_api, API_PATH)
+    return "holds an API path (%s) rather than the portal's address" % from_api
 
 
 def is_loopback(host):

@@ -34,6 +34,8 @@ notes:
   - The module talks only to the portal; run it on the controller (C(delegate_to=localhost) or C(connection=local)).
   - It fails when the portal cannot be reached, rejects the token, or the account lacks the Mgmt REST API add-on;
     the failure result carries everything probed so far.
+  - It fails before any request when O(portal_url) is not the portal's address, for example when it ends in C(/api) or
+    C(/api/v1) (give the origin, V(https://mqtt.ishareradio.com)); RV(problems) then names it.
 seealso:
   - module: isr.mqtt.mqtt_client_info
   - name: The API contract (docs/api-contract.md)
@@ -198,7 +200,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _reader
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
-    API_PATH, PortalError, client_from_module, portal_argument_spec)
+    API_PATH, PortalError, base_url, client_from_module, portal_argument_spec)
 
 DOC_PATHS = ("/docs", "/openapi.json")
 ID_FIELDS = ("client_id", "id", "username")
@@ -377,8 +379,23 @@ class Probe(object):
         self.module.exit_json(**self.result)
 
 
+def check_portal_url(module):
+    """Fail with the problem, before any request, when portal_url cannot be the portal's address (no scheme, no
+    host, or a part of the API path such as /api/v1 that would be doubled)."""
+    if not module.params.get("portal_url"):
+        return  # client_from_module says that it is required
+    try:
+        base_url(module.params["portal_url"])
+    except PortalError as err:
+        result = {"token": "unknown", "mgmt_addon": None, "api": describe_api({}, None), "clients": {}, "subscribers": {},
+                  "rate_limit": {"headers": {}, "remaining": None, "reset_seconds": None}, "requests": 0,
+                  "problems": [err.msg], "notes": [], "understood": False, "changed": False}
+        module.fail_json(**err.to_fail_kwargs(**result))
+
+
 def main():
     module = AnsibleModule(argument_spec=portal_argument_spec(), supports_check_mode=True)
+    check_portal_url(module)
     client = client_from_module(module)
     client.max_retries = 0  # a probe reports what it meets; it does not insist
     Probe(module, client).run()

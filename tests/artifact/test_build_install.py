@@ -28,7 +28,8 @@ FORBIDDEN = [
     (re.compile(r"(^|/)\.venv(/|$)"), "virtualenv"),
     (re.compile(r"(^|/)venv(/|$)"), "virtualenv"),
     (re.compile(r"^tests/output(/|$)"), "ansible-test output"),
-    (re.compile(r"^benchmarks/output(/|$)"), "benchmark output"),
+    (re.compile(r"^benchmarks(/|$)"), "benchmarks (need a checkout)"),
+    (re.compile(r"^scripts(/|$)"), "development scripts (need a checkout)"),
     (re.compile(r"(^|/)__pycache__(/|$)"), "bytecode cache"),
     (re.compile(r"\.pyc$"), "bytecode"),
     (re.compile(r"(^|/)\.coverage$"), "coverage data"),
@@ -77,6 +78,24 @@ def built(tmp_path_factory):
     return tarballs[0], install_dir
 
 
+RUNTIME = re.compile(r"^(plugins|roles|playbooks|meta|extensions)/")
+DEV_TOOLS = re.compile(r"\b(scripts|benchmarks)/")
+
+
+def runtime_references_to_dev_tools(tarball):
+    """Lines (not comments) of the shipped plugins, roles, playbooks, meta and extensions that name scripts/ or
+    benchmarks/, which the tarball leaves out."""
+    found = []
+    with tarfile.open(tarball) as tar:
+        for member in tar.getmembers():
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            if member.isfile() and RUNTIME.match(name):
+                for number, line in enumerate(tar.extractfile(member).read().decode("utf-8", "replace").splitlines(), 1):
+                    if DEV_TOOLS.search(line) and not line.lstrip().startswith("#"):
+                        found.append("%s:%d: %s" % (name, number, line.strip()))
+    return found
+
+
 def test_tarball_contents(built):
     tarball = built[0]
     with tarfile.open(tarball) as tar:
@@ -85,6 +104,7 @@ def test_tarball_contents(built):
     assert not bad, "the tarball ships files it must not:\n" + "\n".join(bad)
     missing = [n for n in EXPECTED if n not in names]
     assert not missing, "the tarball lacks: %s" % missing
+    assert not runtime_references_to_dev_tools(tarball)
     manifest = json.loads(tarfile.open(tarball).extractfile("MANIFEST.json").read())
     assert manifest["collection_info"]["namespace"] == "isr"
     assert manifest["collection_info"]["name"] == "mqtt"

@@ -156,3 +156,24 @@ def test_playbook_resumes_the_paused_clients(portal):
     for before in portal.rows:  # resuming changed nothing else
         after = by_id[before["client_id"]]
         assert dict((key, after[key]) for key in before if key != "paused") == dict((key, before[key]) for key in before if key != "paused")
+
+
+def test_the_bare_file_name_isr_mqtt_yml_is_taken(portal):
+    stdout, dummy, list_requests = run(portal, ["ansible-inventory", "--graph"], name="isr_mqtt.yml")
+    assert list_requests == 3
+    assert len(graph_groups(stdout)["mqtt_clients"]) == CLIENTS
+
+
+def test_a_portal_url_with_a_part_of_the_api_path_fails_before_any_request(portal):
+    inventory = portal.workdir / "doubled.isr_mqtt.yml"
+    inventory.write_text("plugin: isr.mqtt.portal\nportal_url: %s/api/v1\n" % portal.url)
+    env = ansible_env(dict(awx_credential_env(portal.url, portal.token), ANSIBLE_INVENTORY_UNPARSED_FAILED="true"))
+    env.pop("ANSIBLE_INVENTORY_UNPARSED_WARNING")
+    portal.control.reset_counters()
+    completed = subprocess.run([bin_path("ansible-inventory"), "-i", str(inventory), "--graph"], capture_output=True,
+                               text=True, env=env, cwd=str(portal.workdir), timeout=600, check=False)
+    output = " ".join((completed.stdout + completed.stderr).split())  # the message may be wrapped
+    assert completed.returncode != 0, output
+    assert "portal_url %s/api/v1 ends in /api/v1" % portal.url in output
+    assert "give the portal's origin only, for example %s " % portal.url in output
+    assert portal.control.counters()["total"] == 0 and portal.token not in output

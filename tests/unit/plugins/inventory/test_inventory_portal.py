@@ -79,6 +79,7 @@ class FakePortal(object):
         """What the plugin calls instead of PortalClient: a real client whose session talks to this fake."""
         made = PortalClient(**kwargs)
         made.session.mount("https://", self.transport)
+        made.session.mount("http://", self.transport)
         return made
 
 
@@ -382,6 +383,9 @@ def test_missing_connection_options_name_the_env_var(tmp_path, monkeypatch, unse
 
 @pytest.mark.parametrize("config, expected", [
     ({"portal_url": "portal.test"}, "portal_url must start with https://"),
+    ({"portal_url": ORIGIN + "/api/v1/"}, "give the portal's origin only, for example %s " % ORIGIN),
+    ({"portal_url": ORIGIN + "/api"}, "a part of the API path: /api/v1/subscriber would be appended"),
+    ({"portal_url": "http://portal.test"}, "set allow_http: true"),
     ({"timeout": 0}, "timeout must be a positive number"),
     ({"rate_limit_max_wait": -1}, "rate_limit_max_wait must be 0 or more"),
     ({"api_token": [TOKEN]}, "api_token must be a string, not list"),
@@ -448,9 +452,19 @@ def test_a_vault_value_without_its_secret_is_a_clear_error(tmp_path, monkeypatch
     assert portal.requests == 0
 
 
+def test_allow_http_reads_a_plain_http_portal_and_warns(tmp_path):
+    portal = FakePortal([client(1)])
+    run = parse(tmp_path, portal, {"portal_url": "http://portal.test", "allow_http": True})
+    assert run.hosts() == ["dev-1"]
+    assert portal.transport.calls[0]["url"].startswith("http://portal.test" + API + "/publishers?")
+    assert any("allow_http is true" in w for w in run.display.warnings), run.display.warnings
+
+
 def test_only_files_named_isr_mqtt_yml_or_yaml_are_taken(tmp_path):
     plugin = new_plugin()
-    for name, taken in (("a.isr_mqtt.yml", True), ("a.isr_mqtt.yaml", True), ("a.yml", False), ("aws_ec2.yml", False)):
+    for name, taken in (("a.isr_mqtt.yml", True), ("a.isr_mqtt.yaml", True), ("isr_mqtt.yml", True),
+                        ("isr_mqtt.yaml", True), ("myisr_mqtt.yml", False), ("isr_mqtt.yml.bak", False),
+                        ("a.yml", False), ("aws_ec2.yml", False)):
         (tmp_path / name).write_text("plugin: isr.mqtt.portal\n")
         assert plugin.verify_file(str(tmp_path / name)) is taken
     assert plugin.verify_file(str(tmp_path / "missing.isr_mqtt.yml")) is False
