@@ -59,8 +59,9 @@ options:
         for O(purge) to delete its client. Required when O(purge=true), and then it must not be empty or blank
         (an empty pattern matches every label).
       - The fleet's own naming. Unless O(purge_allow_foreign=true), it must begin with C(^) (or C(\A)) followed by
-        literal text that a label of O(clients) or O(keep_labels) also begins with, for example C(^site-alpha-) for
-        C(site-alpha-01); so a purge can only delete labels that begin with the fleet's own prefix. Patterns such as
+        literal text that a label of O(clients) or O(keep_labels) also begins with (when there is any; an empty O(clients)
+        deletes by the literal prefix alone), for example C(^site-alpha-) for C(site-alpha-01); so a purge can only delete
+        labels that begin with the fleet's own prefix. Patterns such as
         C(.*), C(^), C(.), C(x?), C(^[a-z]) or C(^a|b), and C((?i)) or C((?m)) flags, are refused before any request.
     type: str
   purge_allow_foreign:
@@ -585,7 +586,8 @@ def purge_prefix(pattern):
 
 def purge_match_problem(pattern, fleet_labels):
     """None when ``pattern`` can only delete labels of the fleet's own naming (it begins with ^ and literal text that a
-    label of the fleet begins with), else a message naming purge_match and the fix."""
+    label of the fleet begins with, when the fleet has labels: an empty one is torn down by prefix), else a message
+    naming purge_match and the fix."""
     shared = _REGEX_SPECIAL.sub(r"\\\1", _common_prefix(fleet_labels))
     fix = ("set purge_match to '^' and the beginning your fleet's labels share (for example %r), or set "
            "purge_allow_foreign: true (role: fleet_purge_allow_foreign) to delete clients outside the fleet's naming; "
@@ -596,7 +598,7 @@ def purge_match_problem(pattern, fleet_labels):
     if not prefix:
         return ("purge_match %r does not begin with ^ and literal text (no wildcard, class, group, alternation or i/m "
                 "flag), so it can match labels outside the fleet's own naming: %s" % (pattern, fix))
-    if not any(label.startswith(prefix) for label in fleet_labels):
+    if fleet_labels and not any(label.startswith(prefix) for label in fleet_labels):
         return ("purge_match %r deletes labels beginning with %r, and no label of clients or keep_labels begins with it, "
                 "so they are not the fleet's own naming: %s" % (pattern, prefix, fix))
     return None

@@ -192,3 +192,12 @@ def test_labels_held_twice_before_the_run_fail_before_any_write_naming_them(run)
     assert failed and fake.writes == 0 and result["duplicates"] == {"dev-000": ["pub-a", "pub-b"]}
     assert "dev-000 (pub-a, pub-b)" in result["msg"] and "keep one store per fleet" in result["msg"]
     assert "password" not in json.dumps(result.get("credentials") or {})
+
+
+def test_an_empty_fleet_is_torn_down_by_its_literal_prefix_only(run):
+    fake = FakePortal(rows=foreign_and_fleet())
+    failed, result = run(fake, clients=[], purge=True, purge_match=".*")
+    assert failed and fake.calls == []
+    failed, result = run(fake, clients=[], purge=True, purge_match="^dev-")
+    assert not failed and sorted(r["label"] for r in result["purged"]) == ["dev-000", "dev-001", "dev-002"]
+    assert len(fake.rows) == 10
