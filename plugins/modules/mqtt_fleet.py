@@ -172,8 +172,8 @@ options:
 notes:
   - Requests sent = list pages + one per necessary write (+ one rotation for each create whose answer was lost).
   - Writes for one label run in order (create before pause; rotate last). Deletes run before creates, freeing plan slots.
-  - After a run that received passwords (creates, rotations), the portal is listed once more (one list request, all pages):
-    a label of the fleet now held by several clients (another run, for example into another credential store or from
+  - After a run that received passwords (creates, rotations), the portal is listed once more (one list request, all pages).
+    A label of the fleet now held by several clients (another run, for example into another credential store or from
     another controller, created it at the same time), or a password rotated again after this run received it, fails
     the run naming them, with every password received returned. Before any write, a label of the fleet held by several
     clients fails the run too.
@@ -737,12 +737,18 @@ def main(module_class=AnsibleModule):
     recover, elsewhere = set(params["recover"]), []
     if params["recover_missing"]:
         known = set(params["known_labels"])
-        recover.update(row["label"] for row in rows if row["label"] in labels and row["label"] not in known)
+        missing = sorted(set(row["label"] for row in rows if row["label"] in labels and row["label"] not in known))
+        if missing:
+            module.warn("Rotating %d clients whose password the caller does not hold (recover_missing): %s. If another "
+                        "credential store (another controller or lock directory) holds them, its passwords stop working: "
+                        "one fleet needs one store." % (len(missing), ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")))
+        recover.update(missing)
         elsewhere = rotated_elsewhere([row for row in rows if row["label"] in labels and row["label"] in known],
                                       params["known_rotated_at"] or {})
         if elsewhere:
             module.warn("The portal rotated the password of %d clients after the stored one was received (rotated outside "
-                        "this collection); rotating them again to get a password that is known: %s"
+                        "this collection, or by a run into another credential store); rotating them again to get a password "
+                        "that is known: %s"
                         % (len(elsewhere), ", ".join(elsewhere)))
             recover.update(elsewhere)
     try:

@@ -201,3 +201,11 @@ def test_an_empty_fleet_is_torn_down_by_its_literal_prefix_only(run):
     failed, result = run(fake, clients=[], purge=True, purge_match="^dev-")
     assert not failed and sorted(r["label"] for r in result["purged"]) == ["dev-000", "dev-001", "dev-002"]
     assert len(fake.rows) == 10
+
+
+def test_recovering_passwords_the_caller_does_not_hold_warns_that_another_store_loses_them(run):
+    fake = FakePortal(rows=[make_row("dev-000", "pub-0"), make_row("dev-001", "pub-1")])
+    failed, result = run(fake, clients=labels(2), recover_missing=True, known_labels=["dev-001"])
+    assert not failed and sorted(result["credentials"]) == ["dev-000"]
+    assert any("Rotating 1 clients whose password the caller does not hold (recover_missing): dev-000" in w
+               and "another credential store" in w for w in run.warnings)
