@@ -803,9 +803,9 @@ def main(module_class=AnsibleModule):
             # Another run (another store, lock directory or controller) may have listed before our writes: look once.
             try:
                 duplicates, stale = check_after_writes(client, labels, run.credentials)
-            except PortalError as err:
+            except Exception as exc:  # whatever it is, the passwords received must still reach the result
                 module.warn("Could not list the portal again to check for clients another run created at the same time "
-                            "(%s); the next run checks before any write." % err.msg)
+                            "(%s); the next run checks before any write." % client.scrub(getattr(exc, "msg", None) or str(exc)))
             run.unconfirmed.update(stale)
         result.update(changed=bool(done), credentials=run.credentials, unconfirmed=sorted(run.unconfirmed),
                       complete=not failure and not run.out_of_time)

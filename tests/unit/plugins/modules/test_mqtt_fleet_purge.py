@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_fleet
 from test_mqtt_fleet import FakePortal, labels, make_row, run  # noqa: F401 (run: the fixture)
 
@@ -172,9 +173,10 @@ def test_a_password_rotated_again_by_another_run_is_unconfirmed_and_fails_the_ru
     assert "dev-001 were rotated again" in result["msg"] and sorted(result["credentials"]) == ["dev-000", "dev-001"]
 
 
-def test_the_list_after_the_writes_failing_only_warns(run):
-    from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError
-    fake = RacingPortal(relist_error=PortalError("The portal failed (server): try again later.", kind="server", status=503))
+@pytest.mark.parametrize("error", [PortalError("The portal failed (server): try again later.", kind="server", status=503),
+                                   KeyError("label")])
+def test_the_list_after_the_writes_failing_only_warns(run, error):
+    fake = RacingPortal(relist_error=error)
     failed, result = run(fake, clients=labels(2))
     assert not failed and sorted(result["credentials"]) == ["dev-000", "dev-001"]
     assert any("Could not list the portal again" in w for w in run.warnings)
