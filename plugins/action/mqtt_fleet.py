@@ -48,6 +48,16 @@ def _plain(value):
 
 class ActionModule(PasswordSinkAction):
 
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        purged = result.get("purged")
+        if purged and isinstance(purged, list) and not self._task.no_log:
+            # Deleting other clients is the one irreversible thing the module does: always say which (no secret here).
+            self._display.display("%s: purge %s %d clients: %s" % (
+                self._task.get_name(), "would delete" if self._task.check_mode else "deleted", len(purged),
+                ", ".join("%s (%s)" % (row.get("label"), row.get("client_id")) for row in purged if isinstance(row, dict))))
+        return result
+
     def password_slots(self, result):
         credentials = result.get("credentials")
         if not isinstance(credentials, dict):

@@ -30,10 +30,12 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Check mode lists the portal, makes the same plan as a real run and returns its RV(counts) and RV(actions); it sends no write.
+    details: Check mode lists the portal, makes the same plan as a real run and returns its RV(counts), RV(actions) and
+      RV(purged) (the rows a purge would delete); it sends no write. A purge over O(purge_max) fails in check mode too.
   diff_mode:
     support: full
-    details: The diff lists, per changed label, the settings before and after and whether the password is rotated; never a password.
+    details: The diff lists, per changed label, the settings before and after and whether the password is rotated (a purged
+      client as its row before and null after); never a password.
 options:
   clients:
     description:
@@ -56,7 +58,26 @@ options:
       - Python regular expression (searched, anchor it with C(^...$) for a full match) that a label must match
         for O(purge) to delete its client. Required when O(purge=true), and then it must not be empty or blank
         (an empty pattern matches every label).
+      - The fleet's own naming. Unless O(purge_allow_foreign=true), it must begin with C(^) (or C(\A)) followed by
+        literal text that a label of O(clients) or O(keep_labels) also begins with (when there is any; an empty O(clients)
+        deletes by the literal prefix alone), for example C(^site-alpha-) for C(site-alpha-01); so a purge can only delete
+        labels that begin with the fleet's own prefix. Patterns such as
+        C(.*), C(^), C(.), C(x?), C(^[a-z]) or C(^a|b), and C((?i)) or C((?m)) flags, are refused before any request.
     type: str
+  purge_allow_foreign:
+    description:
+      - Let O(purge_match) be any regular expression (except an empty or blank one), also one that matches labels
+        outside the fleet's own naming (see O(purge_match)), for example to clean up clients another tool made.
+        O(purge_max) still applies.
+    type: bool
+    default: false
+  purge_max:
+    description:
+      - The most clients one run may delete by O(purge). When the purge would delete more, the run fails before any
+        write (creates included), naming every label and client_id it would delete; raise it to allow them.
+      - V(0) refuses any delete.
+    type: int
+    default: 10
   rotate:
     description: Labels (in O(clients)) whose password is rotated. A rotation is always a change.
     type: list
@@ -151,6 +172,11 @@ options:
 notes:
   - Requests sent = list pages + one per necessary write (+ one rotation for each create whose answer was lost).
   - Writes for one label run in order (create before pause; rotate last). Deletes run before creates, freeing plan slots.
+  - After a run that received passwords (creates, rotations), the portal is listed once more (one list request, all pages).
+    A label of the fleet now held by several clients (another run, for example into another credential store or from
+    another controller, created it at the same time), or a password rotated again after this run received it, fails
+    the run naming them, with every password received returned. Before any write, a label of the fleet held by several
+    clients fails the run too.
   - After the first failed write no new label is started; the failure result carries RV(credentials), RV(counts)
     and RV(clients) for what was done, and RV(unconfirmed) for labels whose password may have changed unseen.
   - Runs on the controller (C(delegate_to=localhost) or C(connection=local)). There its action plugin runs the module's
@@ -260,11 +286,28 @@ deleted:
   returned: always
   type: list
   elements: str
+purged:
+  description:
+    - The rows O(purge) deleted (in check mode, would delete), C(label) and C(client_id) each.
+    - When the purge would delete more than O(purge_max), the run fails before any write and the rows are in C(would_purge).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{label: site-alpha-09, client_id: pub-5e1d0c3b7a22}]
+duplicates:
+  description:
+    - In a failure result, labels of the fleet held by several portal clients (label to their client_ids), found before
+      any write or by the list after the writes (another run created them at the same time).
+  returned: on failure
+  type: dict
+  sample: {site-alpha-02: [pub-3f9c2a71d0b4, pub-8a0e4d2c1f33]}
 unconfirmed:
   description:
     - Labels whose rotation (or create) failed without a clean answer (connection lost, timeout, 5xx, unreadable answer),
       and labels created whose recovery rotation failed, all in a failure result. Their password may have changed
       without the new one reaching this run, so a stored password may no longer work.
+    - Also labels whose password was rotated again (by another run) after this run received it, seen by the list after
+      the writes (see the notes); the run fails naming them.
     - Drop them from a credential store (O(isr.mqtt.vault_credentials#module:remove) of M(isr.mqtt.vault_credentials)),
       so that the next run with O(recover_missing=true) rotates them to a known password.
   returned: always
@@ -298,6 +341,11 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+try:
+    from re import _parser as _regex_parser  # Python 3.11+
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _regex_parser
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -514,6 +562,95 @@ class PurgeMatcher(object):
         return label not in self.keep and self.regex.search(label)
 
 
+_REGEX_SPECIAL = re.compile(r"([.^$*+?{}\[\]\\|()])")
+_ANCHORS = ((_regex_parser.AT, _regex_parser.AT_BEGINNING), (_regex_parser.AT, _regex_parser.AT_BEGINNING_STRING))
+
+
+def purge_prefix(pattern):
+    """The literal text every label that ``pattern`` matches begins with: '' unless the pattern begins with ^ (or \\A)
+    and literal characters (a quantifier, class, group or alternation ends them); none with the i or m flag."""
+    try:
+        parsed = _regex_parser.parse(pattern)
+    except re.error:
+        return ""
+    if parsed.state.flags & (re.IGNORECASE | re.MULTILINE) or not len(parsed) or parsed[0] not in _ANCHORS:
+        return ""
+    prefix = []
+    for index in range(1, len(parsed)):
+        op, value = parsed[index]
+        if op != _regex_parser.LITERAL:
+            break
+        prefix.append(chr(value))
+    return "".join(prefix)
+
+
+def purge_match_problem(pattern, fleet_labels):
+    """None when ``pattern`` can only delete labels of the fleet's own naming (it begins with ^ and literal text that a
+    label of the fleet begins with, when the fleet has labels: an empty one is torn down by prefix), else a message
+    naming purge_match and the fix."""
+    shared = _REGEX_SPECIAL.sub(r"\\\1", _common_prefix(fleet_labels))
+    fix = ("set purge_match to '^' and the beginning your fleet's labels share (for example %r), or set "
+           "purge_allow_foreign: true (role: fleet_purge_allow_foreign) to delete clients outside the fleet's naming; "
+           "nothing was changed" % ("^" + shared if shared else "^site-alpha-"))
+    if re.search(pattern, ""):
+        return "purge_match %r matches an empty label, so it matches every label of the account: %s" % (pattern, fix)
+    prefix = purge_prefix(pattern)
+    if not prefix:
+        return ("purge_match %r does not begin with ^ and literal text (no wildcard, class, group, alternation or i/m "
+                "flag), so it can match labels outside the fleet's own naming: %s" % (pattern, fix))
+    if fleet_labels and not any(label.startswith(prefix) for label in fleet_labels):
+        return ("purge_match %r deletes labels beginning with %r, and no label of clients or keep_labels begins with it, "
+                "so they are not the fleet's own naming: %s" % (pattern, prefix, fix))
+    return None
+
+
+def _common_prefix(labels):
+    labels = sorted(labels)
+    if not labels:
+        return ""
+    first, last = labels[0], labels[-1]
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+def purge_rows(actions):
+    """[{label, client_id}] of the deletes among ``actions`` (mqtt_fleet deletes only by purge)."""
+    return [{"label": a["label"], "client_id": a["client_id"]} for a in actions if a["action"] == "delete"]
+
+
+def check_after_writes(client, labels, credentials):
+    """One more list after the writes: ({label: [client_ids]} of fleet labels now held by several clients, [labels
+    whose password was rotated again after the one in ``credentials``]). Both mean another run acted at the same time."""
+    by_label = {}
+    for row in client.list_clients():
+        if row["label"] in labels:
+            by_label.setdefault(row["label"], []).append(row)
+    duplicates = dict((label, sorted(row["client_id"] for row in found)) for label, found in by_label.items() if len(found) > 1)
+    ours = [row for label, found in by_label.items() for row in found
+            if row["client_id"] is not None and (credentials.get(label) or {}).get("client_id") == row["client_id"]]
+    stale = rotated_elsewhere(ours, dict((label, entry.get("rotated_at")) for label, entry in credentials.items()))
+    return duplicates, stale
+
+
+def concurrent_message(duplicates, stale, credentials):
+    """What another run did at the same time, and how to get out of it."""
+    parts = []
+    if duplicates:
+        parts.append("labels of the fleet are now held by several portal clients: %s" % "; ".join(
+            "%s (%s)" % (label, ", ".join(cid + (" created by this run" if (credentials.get(label) or {}).get("client_id") == cid
+                                                  else "") for cid in ids))
+            for label, ids in sorted(duplicates.items())))
+    if stale:
+        parts.append("the passwords this run received for %s were rotated again after it (they are in 'unconfirmed': drop "
+                     "them from this run's store; the next run with recover_missing rotates them)" % ", ".join(stale))
+    return ("Another run changed this fleet at the same time (another credential store, lock directory or controller): %s. "
+            "Every password this run received is in 'credentials'. One fleet needs one credential store: keep one, delete "
+            "the clients whose password it does not hold (isr.mqtt.mqtt_client with client_id and state: absent) and rerun "
+            "with that store only." % "; ".join(parts))
+
+
 def public(action):
     return dict(action, fields=dict(action.get("fields") or {}))
 
@@ -525,6 +662,8 @@ def main(module_class=AnsibleModule):
         clients=dict(type="list", elements="dict", required=True),
         purge=dict(type="bool", default=False),
         purge_match=dict(type="str"),
+        purge_allow_foreign=dict(type="bool", default=False),
+        purge_max=dict(type="int", default=10),
         rotate=dict(type="list", elements="str", default=[]),
         recover=dict(type="list", elements="str", default=[]),
         recover_missing=dict(type="bool", default=False),
@@ -550,7 +689,7 @@ def main(module_class=AnsibleModule):
         module.fail_json(msg="return_credentials=not_journaled needs journal (the file that holds the other passwords); "
                              "set journal or use return_credentials=all")
     errors = check_not_null(params, ("clients", "purge", "rotate", "recover", "recover_missing", "keep_labels",
-                                     "parallel", "return_clients"))
+                                     "parallel", "return_clients", "purge_allow_foreign", "purge_max"))
     if errors:
         module.fail_json(msg="Invalid fleet: " + "; ".join(errors), errors=errors)
     desired, errors = parse_clients(params["clients"])
@@ -569,6 +708,13 @@ def main(module_class=AnsibleModule):
             re.compile(params["purge_match"])
         except re.error as exc:
             errors.append("purge_match %r is not a valid regular expression: %s" % (params["purge_match"], exc))
+        else:
+            if params["purge"] and not params["purge_allow_foreign"]:
+                problem = purge_match_problem(params["purge_match"], [item["label"] for item in desired] + params["keep_labels"])
+                if problem:
+                    errors.append(problem)
+    if params["purge_max"] < 0:
+        errors.append("purge_max must be 0 (delete nothing) or more, got %d" % params["purge_max"])
     if params["recover_missing"] and params["known_labels"] is None:
         errors.append("recover_missing needs known_labels: the labels whose password you hold (may be an empty list)")
     labels = set(item["label"] for item in desired)
@@ -591,12 +737,18 @@ def main(module_class=AnsibleModule):
     recover, elsewhere = set(params["recover"]), []
     if params["recover_missing"]:
         known = set(params["known_labels"])
-        recover.update(row["label"] for row in rows if row["label"] in labels and row["label"] not in known)
+        missing = sorted(set(row["label"] for row in rows if row["label"] in labels and row["label"] not in known))
+        if missing:
+            module.warn("Rotating %d clients whose password the caller does not hold (recover_missing): %s. If another "
+                        "credential store (another controller or lock directory) holds them, its passwords stop working: "
+                        "one fleet needs one store." % (len(missing), ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")))
+        recover.update(missing)
         elsewhere = rotated_elsewhere([row for row in rows if row["label"] in labels and row["label"] in known],
                                       params["known_rotated_at"] or {})
         if elsewhere:
             module.warn("The portal rotated the password of %d clients after the stored one was received (rotated outside "
-                        "this collection); rotating them again to get a password that is known: %s"
+                        "this collection, or by a run into another credential store); rotating them again to get a password "
+                        "that is known: %s"
                         % (len(elsewhere), ", ".join(elsewhere)))
             recover.update(elsewhere)
     try:
@@ -608,9 +760,18 @@ def main(module_class=AnsibleModule):
     if plan.ambiguous:
         module.fail_json(
             msg="Labels held by several portal clients, nothing was changed: %s. Delete the extra clients "
-                "(isr.mqtt.mqtt_client with client_id and state: absent) and rerun."
+                "(isr.mqtt.mqtt_client with client_id and state: absent) and rerun. Two runs into two credential stores "
+                "(or from two controllers) at once create such duplicates: keep one store per fleet."
                 % "; ".join("%s (%s)" % (label, ", ".join(ids)) for label, ids in sorted(plan.ambiguous.items())),
-            ambiguous=plan.ambiguous)
+            ambiguous=plan.ambiguous, duplicates=plan.ambiguous)
+    purging = purge_rows(plan.actions)
+    if len(purging) > params["purge_max"]:
+        module.fail_json(
+            msg="purge would delete %d clients, more than purge_max (%d); nothing was changed. It would delete: %s. If "
+                "they should go, set purge_max to %d (role: fleet_purge_max); otherwise narrow purge_match."
+                % (len(purging), params["purge_max"], ", ".join("%s (%s)" % (r["label"], r["client_id"]) for r in purging),
+                   len(purging)),
+            would_purge=purging, changed=False, requests=client.stats["requests"])
 
     receiving = count_actions([a for a in plan.actions if a["action"] in ("create", "rotate")])
     if (receiving["created"] or receiving["rotated"]) and not module.check_mode and not has_sink(params):
@@ -626,6 +787,7 @@ def main(module_class=AnsibleModule):
 
     result = dict(changed=plan.changed, credentials={}, unconfirmed=[], requests=0, rate_limit_waited=0.0,
                   rotated_elsewhere=elsewhere, complete=True)
+    duplicates, stale = {}, []  # what another run did at the same time, seen by the list after the writes
     if module.check_mode:
         done, final = plan.actions, dict((lb, apply_actions(current.get(lb), by_label.get(lb, []))) for lb in labels)
         failure = None
@@ -637,6 +799,14 @@ def main(module_class=AnsibleModule):
             client.on_wait = lambda seconds: waiting(seconds, len(run.done), len(plan.actions))
         run.execute(plan.actions, params["parallel"], params["batch_size"])
         done, final, failure = run.done, run.rows, run.errors
+        if run.credentials and not failure:
+            # Another run (another store, lock directory or controller) may have listed before our writes: look once.
+            try:
+                duplicates, stale = check_after_writes(client, labels, run.credentials)
+            except Exception as exc:  # whatever it is, the passwords received must still reach the result
+                module.warn("Could not list the portal again to check for clients another run created at the same time "
+                            "(%s); the next run checks before any write." % client.scrub(getattr(exc, "msg", None) or str(exc)))
+            run.unconfirmed.update(stale)
         result.update(changed=bool(done), credentials=run.credentials, unconfirmed=sorted(run.unconfirmed),
                       complete=not failure and not run.out_of_time)
         if run.out_of_time and not failure:
@@ -650,9 +820,9 @@ def main(module_class=AnsibleModule):
     result.update(counts=counts, actions=[public(a) for a in done], requests=stats["requests"],
                   rate_limit_waited=stats["rate_limit_waited"],
                   clients=[final[item["label"]] for item in desired if item["label"] in shown and final.get(item["label"])],
-                  deleted=sorted(set(a["label"] for a in done if a["action"] == "delete")))
+                  deleted=sorted(set(a["label"] for a in done if a["action"] == "delete")), purged=purge_rows(done))
     if module._diff:
-        result["diff"] = diff_summary(current, final, by_label)
+        result["diff"] = diff_summary(current, final, by_label, rows)
     if failure:
         action, err = failure[0]
         msg = ("%s (while doing %s for %r). %d of %d planned actions were done; the passwords received are in 'credentials' "
@@ -665,19 +835,28 @@ def main(module_class=AnsibleModule):
                     "the store so that recover_missing rotates them." % ", ".join(result["unconfirmed"]))
         err.msg = msg
         module.fail_json(**err.to_fail_kwargs(**result))
+    if duplicates or stale:
+        module.fail_json(msg=concurrent_message(duplicates, stale, result["credentials"]), duplicates=duplicates, **result)
     module.exit_json(**result)
 
 
-def diff_summary(current, final, by_label):
-    """Per changed label: settings before/after and whether the password changes. Never a password."""
+def diff_summary(current, final, by_label, rows=()):
+    """Per changed label: settings before/after and whether the password changes. Never a password.
+
+    A purged label (not in ``current``) shows the portal row it had in ``rows`` (a list when it had several)."""
     def view(row):
         if not row:
             return None
         return dict((k, row.get(k)) for k in ("client_id", "allow_publish", "allow_subscribe", "paused"))
 
+    purged = {}
+    for row in rows:
+        if row["label"] in by_label and row["label"] not in current:
+            purged.setdefault(row["label"], []).append(view(row))
     before, after = {}, {}
     for label in sorted(by_label):
-        before[label] = view(current.get(label))
+        found = purged.get(label) or [view(current.get(label))]
+        before[label] = found[0] if len(found) == 1 else found
         after[label] = view(final.get(label))
         if after[label] is not None and any(a["action"] in ("create", "rotate") for a in by_label[label]):
             after[label]["password"] = "(new, not shown)"
