@@ -45,6 +45,7 @@ from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts, compact as _compact
+from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import no_dumps_here
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS, STORE_KEY, _StoreLoader, read_store
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
@@ -376,6 +377,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
+        no_dumps_here()  # this worker decrypts and encrypts passwords
         dummy, args = self.validate_argument_spec(
             argument_spec=self.argument_spec, required_one_of=[("path", "facts_from")], mutually_exclusive=[("path", "facts_from")])
         if args["facts_from"] is not None:
