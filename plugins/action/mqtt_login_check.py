@@ -14,26 +14,13 @@ runs as a process, as any module does.
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_login_check as module
-from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import module_args, run_here, run_main
+from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import InProcessAction
 
 
-class ActionModule(ActionBase):
+class ActionModule(InProcessAction):
 
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _supports_async = True
+    MODULE_MAIN = staticmethod(module.main)
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp
-        if module.mqtt is not None and run_here(self) and not self._task.async_val:
-            result.update(run_main(module.main, module_args(self, self._task.args), self._task.check_mode, self._task.diff))
-            return result
-        wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
-        result.update(self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
-        if not wrap_async:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-        return result
+    def can_run_here(self):
+        return module.mqtt is not None

@@ -372,8 +372,9 @@ class Probe(object):
         self.module.exit_json(**self.result)
 
 
-def main():
-    module = AnsibleModule(argument_spec=portal_argument_spec(), supports_check_mode=True)
+def main(module_class=AnsibleModule):
+    """The module; its action plugin runs the same code in the controller's worker with another module_class."""
+    module = module_class(argument_spec=portal_argument_spec(), supports_check_mode=True)
     client = client_from_module(module)
     client.max_retries = 0  # a probe reports what it meets; it does not insist
     Probe(module, client).run()

@@ -24,8 +24,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
 
-from ansible_collections.isr.mqtt.plugins.module_utils import _run_guard
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal, _run_guard
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import no_core_dumps
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import _EncryptedString
 
@@ -128,3 +129,45 @@ class InProcessModule(object):
         if self._warnings:
             result["warnings"] = list(self._warnings)
         raise ModuleDone(remove_values(result, self.no_log_values))
+
+
+class InProcessAction(ActionBase):
+    """An action plugin that runs its module's code in this worker when run_here(), else as a module process.
+
+    Subclasses set MODULE_MAIN (the module's main(module_class)), and may say when the controller's Python lacks
+    what the module needs (runs_here) and which options the task's environment fills (ENV_FALLBACKS).
+    """
+
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = True
+    MODULE_MAIN = None
+    ENV_FALLBACKS = ()
+
+    def can_run_here(self):
+        """False when the controller's Python lacks a library the module needs: it then runs as a process."""
+        return True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(InProcessAction, self).run(tmp, task_vars)
+        del tmp
+        if not self._task.async_val and run_here(self) and self.can_run_here():
+            args = module_args(self, self._task.args, self.ENV_FALLBACKS)
+            result.update(run_main(self.MODULE_MAIN, args, self._task.check_mode, self._task.diff))
+            return result
+        # A module process: ANSIBLE_DEBUG prints its arguments (the token, when it is an option) and output, and
+        # ANSIBLE_KEEP_REMOTE_FILES keeps its AnsiballZ file with the arguments.
+        wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
+        result.update(self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
+        if not wrap_async:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result
+
+
+class PortalInProcessAction(InProcessAction):
+    """InProcessAction for a module that talks to the portal (needs `requests`; ISR_PORTAL_* from the environment)."""
+
+    ENV_FALLBACKS = PORTAL_ENV_FALLBACKS
+
+    def can_run_here(self):
+        return _portal.HAS_REQUESTS
