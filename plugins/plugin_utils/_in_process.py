@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
@@ -76,6 +77,17 @@ def module_args(action, args, env_fallbacks=()):
         if args.get(option) is None and environment.get(variable):
             args[option] = environment[variable]
     return args
+
+
+def warn_if_exposed(action):
+    """A module process under ANSIBLE_DEBUG or ANSIBLE_KEEP_REMOTE_FILES: say what they show or keep (once a task)."""
+    if C.DEFAULT_DEBUG or C.DEFAULT_KEEP_REMOTE_FILES:
+        action._display.warning(
+            "%s runs as a module process here (not on the controller with connection local, or with become, or the "
+            "controller's Python lacks its library): ANSIBLE_DEBUG prints its arguments (the API token when it is an "
+            "option, the passwords of mqtt_login_check) and its output (a new password before it is vault-encrypted), "
+            "and ANSIBLE_KEEP_REMOTE_FILES keeps its arguments in the AnsiballZ file on %s. Turn both off for this run, "
+            "or run the task on the controller (delegate_to: localhost)." % (action._task.resolved_action, action._play_context.remote_addr))
 
 
 def run_main(main, args, check_mode, diff, hooks=None):
@@ -155,8 +167,7 @@ class InProcessAction(ActionBase):
             args = module_args(self, self._task.args, self.ENV_FALLBACKS)
             result.update(run_main(self.MODULE_MAIN, args, self._task.check_mode, self._task.diff))
             return result
-        # A module process: ANSIBLE_DEBUG prints its arguments (the token, when it is an option) and output, and
-        # ANSIBLE_KEEP_REMOTE_FILES keeps its AnsiballZ file with the arguments.
+        warn_if_exposed(self)
         wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
         result.update(self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
         if not wrap_async:

@@ -28,7 +28,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _portal
-from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import PORTAL_ENV_FALLBACKS, module_args, run_here, run_main
+from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import (
+    PORTAL_ENV_FALLBACKS, module_args, run_here, run_main, warn_if_exposed)
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
     encrypt_many, loaded_secrets, pick_secret, vault_object)
 
@@ -102,6 +103,7 @@ class PasswordSinkAction(ActionBase):
             return run_main(self.MODULE_MAIN, module_args(self, args, PORTAL_ENV_FALLBACKS), self._task.check_mode, self._task.diff)
         # Another host (or become, or no `requests` in the controller's Python): a module process, whose arguments
         # (the token, when it is an option) and output (a new password) ANSIBLE_DEBUG prints.
+        warn_if_exposed(self)
         result = self._execute_module(module_args=args, task_vars=task_vars)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
