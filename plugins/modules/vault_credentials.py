@@ -112,9 +112,10 @@ options:
     description:
       - How the C(password) of each entry of RV(credentials) is returned.
       - V(vaulted) returns a vault-encrypted value, which templates decrypt (to write a device's file, for example).
-        On ansible-core 2.19 and later C(debug: var=) is a template too and shows it decrypted.
-      - V(ciphertext) returns the ciphertext as plain text, like its C(password_vault): no template
-        decrypts it, so the registered result holds no password that C(debug: var=) (or C(hostvars)) could show.
+        On ansible-core 2.19 and later M(ansible.builtin.debug) with its C(var) option is a template
+        too and shows it decrypted.
+      - V(ciphertext) returns the ciphertext as plain text, like its C(password_vault). No template
+        decrypts it, so the registered result holds no password that M(ansible.builtin.debug) (or C(hostvars)) could show.
         O(facts_from) takes such an entry as it is. The role C(isr.mqtt.fleet) uses it.
     type: str
     choices: [vaulted, ciphertext]
