@@ -21,6 +21,10 @@ is a vaulted value, and the vaulted values used in templates (rendered into 0600
 Searched: stdout, stderr, the log, the fact cache, junit and tree files, the stores, and every file the runs wrote
 under their directory (ANSIBLE_HOME, local temp included) - except the password files, which must hold a password
 at mode 0600. A fifth run without a vault secret must change nothing that would return a password.
+
+A sixth run (issue 24, fixture debug_run) sets ANSIBLE_DEBUG=1 and ANSIBLE_KEEP_REMOTE_FILES=1, with the token as a
+module option: the modules, the fleet role with debug dumps of its registered results and the hosts' variables, and
+mqtt_login_check against the broker; it also reads the main process's core limit.
 """
 import os
 import re
