@@ -53,8 +53,10 @@ demo_start_emulator() {
     echo "mosquitto is not installed: running without a broker (apt-get install mosquitto to see the MQTT part)"
   fi
   # A fresh portal each time, so a fresh store too.
-  rm -f "$state" "$store" "$demo/env.sh" "$demo/portal.sqlite"*
-  python tests/emulator/serve.py --db "$demo/portal.sqlite" --state-file "$state" "${broker_flag[@]}" > "$demo/emulator.log" 2>&1 &
+  rm -f "$state" "$store" "$demo/env.sh" "$demo/portal.sqlite"* "$demo/emulator.log"
+  # umask 077: the log and the state file hold the API token, the database the passwords (0600 each).
+  (umask 077 && exec python tests/emulator/serve.py --db "$demo/portal.sqlite" --state-file "$state" "${broker_flag[@]}" \
+    > "$demo/emulator.log" 2>&1) &
   emulator_pid=$!
   [ -n "${DEMO_KEEP:-}" ] || trap stop_emulator EXIT
   for _ in $(seq 1 300); do

@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+from ansible_collections.isr.mqtt.plugins.modules import mqtt_client as module
 from ansible_collections.isr.mqtt.plugins.plugin_utils._password_sink import PasswordSinkAction
 
 
 class ActionModule(PasswordSinkAction):
+
+    MODULE_MAIN = staticmethod(module.main)
 
     def password_slots(self, result):
         label = (result.get("client") or {}).get("label") or self._task.args.get("label") or "mqtt_client"

@@ -45,6 +45,7 @@ from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts, compact as _compact
+from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import no_dumps_here
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS, STORE_KEY, _StoreLoader, read_store
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
@@ -366,6 +367,7 @@ class ActionModule(ActionBase):
         lock_timeout=dict(type="int", default=600),
         space_for=dict(type="int", default=0),
         credentials_for=dict(type="list", elements="str"),
+        return_password=dict(type="str", choices=["vaulted", "ciphertext"], default="vaulted"),
     )
 
     def _secret(self, vault_id, path):
@@ -376,6 +378,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
+        no_dumps_here()  # this worker decrypts and encrypts passwords
         dummy, args = self.validate_argument_spec(
             argument_spec=self.argument_spec, required_one_of=[("path", "facts_from")], mutually_exclusive=[("path", "facts_from")])
         if args["facts_from"] is not None:
@@ -384,6 +387,8 @@ class ActionModule(ActionBase):
             return self._run_lock(result, args)
         path, incoming, remove = args["path"], args["credentials"], set(args["remove"])
         wanted = None if args["credentials_for"] is None else set(args["credentials_for"])
+        # ciphertext: the text only, which no template (not even debug: var=) decrypts
+        returned = str if args["return_password"] == "ciphertext" else (lambda ciphertext: vault_object(ciphertext, secrets))
 
         for label, cred in incoming.items():
             if not isinstance(cred, dict):
@@ -472,7 +477,7 @@ class ActionModule(ActionBase):
             rotated_at=dict((label, entry.get("rotated_at")) for label, entry in entries.items() if label not in damaged),
             credentials=dict(
                 (label, dict([(f, entry.get(f)) for f in FIELDS],
-                             password=vault_object(entry["password"], secrets) if entry.get("password") else None,
+                             password=returned(entry["password"]) if entry.get("password") else None,
                              password_vault=str(entry["password"]) if entry.get("password") else None))
                 for label, entry in entries.items() if label not in damaged and (wanted is None or label in wanted)),
         )

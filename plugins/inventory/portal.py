@@ -181,7 +181,7 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.template import Templar
 from ansible.utils.unsafe_proxy import wrap_var
 
-from ansible_collections.isr.mqtt.plugins.module_utils._portal import CLIENT_KEYS, SUBSCRIBER_KEYS, PortalClient, PortalError, base_url
+from ansible_collections.isr.mqtt.plugins.module_utils._portal import CLIENT_KEYS, SUBSCRIBER_KEYS, PortalClient, PortalError, base_url, no_core_dumps
 
 try:
     from ansible.parsing.vault import EncryptedString as _Vaulted  # ansible-core >= 2.19
@@ -433,6 +433,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super(InventoryModule, self).parse(inventory, loader, path, cache)
+        no_core_dumps()  # the main ansible-playbook process holds the token from here on
         self._read_config_data(path)
         filters = self._filters()
         entry = self._rows(path, cache)

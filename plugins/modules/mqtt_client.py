@@ -351,7 +351,8 @@ class Run(object):
                                                    password=self.password, actions=self.done))
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """The module; its action plugin runs the same code in the controller's worker with another module_class."""
     argument_spec = portal_argument_spec()
     argument_spec.update(
         label=dict(type="raw"),
@@ -365,7 +366,7 @@ def main():
         recreate=dict(type="bool", default=False),
     )
     argument_spec.update(sink_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[["label", "client_id"]])
     params = module.params
     label, client_id = params["label"], params["client_id"]

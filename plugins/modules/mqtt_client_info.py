@@ -124,14 +124,15 @@ def matches(row, params):
     return all(params[key] is None or row[key] == params[key] for key in ("label", "client_id", "paused"))
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """The module; its action plugin runs the same code in the controller's worker with another module_class."""
     argument_spec = portal_argument_spec()
     argument_spec.update(
         label=dict(type="raw"),
         client_id=dict(type="raw"),
         paused=dict(type="bool"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True)
     label, client_id = module.params["label"], module.params["client_id"]
     problem = (check_label(label) if label is not None else None) or (
         check_client_id(client_id) if client_id is not None else None)

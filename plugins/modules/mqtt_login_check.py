@@ -386,10 +386,11 @@ def problems(creds, action):
     return found
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """The module; its action plugin runs the same code in the controller's worker with another module_class."""
     cred_spec = dict(username=dict(type="str", required=True), password=dict(type="str", required=True, no_log=True),
                      client_id=dict(type="str"), label=dict(type="str"), topic=dict(type="str"))
-    module = AnsibleModule(
+    module = module_class(
         argument_spec=dict(
             host=dict(type="str", required=True),
             port=dict(type="int"),

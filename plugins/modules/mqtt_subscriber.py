@@ -394,7 +394,8 @@ class Runner(object):
         return row
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """The module; its action plugin runs the same code in the controller's worker with another module_class."""
     argument_spec = portal_argument_spec()
     argument_spec.update(
         label=dict(type="raw"),
@@ -406,7 +407,7 @@ def main():
         password_file=dict(type="path", no_log=False),
     )
     argument_spec.update(sink_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, required_one_of=[("label", "id")], supports_check_mode=True)
+    module = module_class(argument_spec=argument_spec, required_one_of=[("label", "id")], supports_check_mode=True)
     Runner(module).run()
 
 

@@ -136,13 +136,14 @@ def select(subscribers, label=None, subscriber_id=None):
                 subscriber_id is None or subscriber_id in (s.get("id"), s.get("username")))]
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """The module; its action plugin runs the same code in the controller's worker with another module_class."""
     argument_spec = portal_argument_spec()
     argument_spec.update(
         label=dict(type="raw"),
         id=dict(type="raw", aliases=["username"]),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True)
     errors = check_identity(module.params["label"], module.params["id"])
     if errors:
         module.fail_json(msg="; ".join(errors), changed=False)

@@ -108,6 +108,18 @@ options:
         need. Not set, every entry is returned.
     type: list
     elements: str
+  return_password:
+    description:
+      - How the C(password) of each entry of RV(credentials) is returned.
+      - V(vaulted) returns a vault-encrypted value, which templates decrypt (to write a device's file, for example).
+        On ansible-core 2.19 and later M(ansible.builtin.debug) with its C(var) option is a template
+        too and shows it decrypted.
+      - V(ciphertext) returns the ciphertext as plain text, like its C(password_vault). No template
+        decrypts it, so the registered result holds no password that M(ansible.builtin.debug) (or C(hostvars)) could show.
+        O(facts_from) takes such an entry as it is. The role C(isr.mqtt.fleet) uses it.
+    type: str
+    choices: [vaulted, ciphertext]
+    default: vaulted
 notes:
   - Never copy the store or a fact with M(ansible.builtin.copy) and its default C(decrypt=true); that writes plain text.
   - "ansible-core 2.19 restores a vault-encrypted fact from a persistent fact cache (for example C(jsonfile)) as its
@@ -175,7 +187,8 @@ RETURN = r"""
 credentials:
   description:
     - Every entry of the store (after the merge), by label, or those of O(credentials_for). C(password) is a
-      vault-encrypted object; C(password_vault) is its ciphertext as text.
+      vault-encrypted object (with O(return_password=ciphertext) its ciphertext as text); C(password_vault) is its
+      ciphertext as text.
   returned: when O(path) is set, without O(run_lock)
   type: dict
   sample:

@@ -9,7 +9,12 @@ A password leaves a module run vault-encrypted, into a 0600 file, or to a task t
 sinks exists, the module creates nothing. This runs on the controller: it tells the module whether a password
 returned in the result has somewhere to go (option ``password_sink``), runs it, and vault-encrypts every password
 of the result (also of a failed result) with the run's vault secret before Ansible - callbacks, logs, fact
-caches, registered variables - ever sees it. The module's own JSON travels from its process to here in memory.
+caches, registered variables - ever sees it.
+
+On the controller (connection local, no become) the module's code runs in this worker instead of a module
+process (see _in_process): the token and the new passwords then never cross the worker's boundary in clear text,
+which ANSIBLE_DEBUG (it prints module arguments and output) and ANSIBLE_KEEP_REMOTE_FILES (it keeps the AnsiballZ
+file with the arguments) would otherwise show. Elsewhere the module runs as a process, as any module does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import (
+    PORTAL_ENV_FALLBACKS, module_args, run_here, run_main, warn_if_exposed)
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
     encrypt_many, loaded_secrets, pick_secret, vault_object)
 
@@ -57,6 +65,7 @@ class PasswordSinkAction(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
     _supports_async = False  # the result must pass through here
+    MODULE_MAIN = None  # the module's main(module_class): run in this worker when run_here() (see _in_process)
 
     def password_slots(self, result):
         """[(container, key, name)]: result[...] containers holding a password under key, name for messages."""
@@ -90,6 +99,11 @@ class PasswordSinkAction(ActionBase):
     def run_module(self, args, task_vars, vault):
         """The module's result. ``vault``: (secrets, vault_id) when passwords will be vaulted, else None."""
         del vault
+        if self.MODULE_MAIN is not None and _portal.HAS_REQUESTS and run_here(self):
+            return run_main(self.MODULE_MAIN, module_args(self, args, PORTAL_ENV_FALLBACKS), self._task.check_mode, self._task.diff)
+        # Another host (or become, or no `requests` in the controller's Python): a module process, whose arguments
+        # (the token, when it is an option) and output (a new password) ANSIBLE_DEBUG prints.
+        warn_if_exposed(self)
         result = self._execute_module(module_args=args, task_vars=task_vars)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

@@ -73,6 +73,7 @@ from ansible.template import Templar
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
+from ansible_collections.isr.mqtt.plugins.module_utils._portal import no_core_dumps
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS, read_store
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import loaded_secrets, vault_object
@@ -140,6 +141,7 @@ class VarsModule(BaseVarsPlugin):
 
     def get_vars(self, loader, path, entities, cache=True):
         super(VarsModule, self).get_vars(loader, path, entities)
+        no_core_dumps()  # this runs in the main ansible-playbook process, which then holds decrypted passwords
         hosts = [entity for entity in (entities if isinstance(entities, list) else [entities]) if isinstance(entity, Host)]
         if not hosts:
             return {}

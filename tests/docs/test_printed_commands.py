@@ -122,6 +122,8 @@ def test_readme_commands(shell, checkout):
     blocks = bash_blocks((checkout / "README.md").read_text())
     assert blocks[0] == "bash scripts/demo.sh"
     demo_output = shell(blocks[0], DEMO_DEVICES="2")  # the README's command; a small fleet keeps it quick
+    for name in ("emulator.json", "emulator.log"):  # both hold the API token (issue 24)
+        assert oct((checkout / "demo" / name).stat().st_mode & 0o777) == oct(0o600), name
     check_demo_suggestions(shell, checkout, demo_output)
     assert not (checkout / ".venv").exists()
     for block in blocks[1:]:

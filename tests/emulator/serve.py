@@ -44,7 +44,8 @@ def parse_args(argv=None):
 
 def write_json(path, data):
     tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as handle:
+    # 0600: the state file holds the API token
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
         json.dump(data, handle, indent=2)
     os.replace(tmp, path)  # readers never see half a file
 
@@ -55,6 +56,7 @@ def _exit(signum, frame):
 
 def main(argv=None):
     args = parse_args(argv)
+    os.umask(0o077)  # what it writes (state file, database, recorded secrets, broker files) holds the token or passwords
     # uvicorn handles SIGTERM itself while it runs, then re-raises it; this handler turns that (and a
     # SIGTERM during start-up) into a normal exit, so the `finally` below still stops the broker.
     signal.signal(signal.SIGTERM, _exit)

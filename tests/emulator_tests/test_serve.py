@@ -21,6 +21,7 @@ def test_state_file_and_seeded_account(emulator):
     assert set(info) == {"portal_url", "control_url", "account_id", "token", "pid"}
     assert info["portal_url"].startswith("http://127.0.0.1:") and info["control_url"] == info["portal_url"] + "/_emulator"
     assert info["token"].startswith("isr_mqtt_rest_") and info["pid"] == emulator.process.pid
+    assert oct(emulator.state_file.stat().st_mode & 0o777) == oct(0o600)  # it holds the token (issue 24)
     output = emulator.log_file.read_text()
     assert info["portal_url"] in output and info["account_id"] in output and info["token"] in output
     response = requests.get(emulator.url + "/api/v1/subscriber/publishers", timeout=10,

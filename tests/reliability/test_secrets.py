@@ -21,8 +21,14 @@ is a vaulted value, and the vaulted values used in templates (rendered into 0600
 Searched: stdout, stderr, the log, the fact cache, junit and tree files, the stores, and every file the runs wrote
 under their directory (ANSIBLE_HOME, local temp included) - except the password files, which must hold a password
 at mode 0600. A fifth run without a vault secret must change nothing that would return a password.
+
+A sixth run (issue 24, fixture debug_run) sets ANSIBLE_DEBUG=1 and ANSIBLE_KEEP_REMOTE_FILES=1, with the token as a
+module option: the modules, the fleet role with debug dumps of its registered results and the hosts' variables, and
+mqtt_login_check against the broker; it also reads the main process's core limit.
 """
 import os
+import re
+import resource
 import stat
 import subprocess
 import sys
@@ -372,6 +378,167 @@ def test_every_channel_was_searched(leaks):
     expected = set(RUN_NAMES.values()) | set(name for dummy, name in FILE_CHANNELS if dummy != "ansible-home")
     assert expected <= set(leaks["channels"]), sorted(expected - set(leaks["channels"]))
     assert all(count == 0 for dummy, count in leaks["channels"].values()), leaks["channels"]
+
+
+# Issue 24: ANSIBLE_DEBUG prints a module's arguments (the token, when it is an option) and its raw output (a new
+# password, before the action plugin encrypts it); ANSIBLE_KEEP_REMOTE_FILES keeps its AnsiballZ file (arguments
+# included). On the controller the collection's modules run inside the worker, so neither has anything to show.
+DEBUG_PLAYBOOK = r"""
+- name: The modules on the controller, the token as a module option
+  hosts: localhost
+  gather_facts: false
+  connection: local
+  module_defaults:
+    group/isr.mqtt.portal:
+      api_token: "{{ portal_token }}"
+  tasks:
+    - name: Create a client
+      isr.mqtt.mqtt_client: {label: dbg-c}
+      register: dc
+    - name: Rotate its password under no_log (plain text in the registered result, by design)
+      isr.mqtt.mqtt_client: {label: dbg-c, rotate_password: true}
+      register: dcr
+      no_log: true
+    - name: Create a read-only subscriber
+      isr.mqtt.mqtt_subscriber: {label: dbg-s}
+      register: ds
+    - name: The fleet module
+      isr.mqtt.mqtt_fleet: {clients: [{label: dbg-f1}]}
+      register: df
+    - name: Read the client (the info modules take the token too)
+      isr.mqtt.mqtt_client_info: {label: dbg-c}
+    - name: Read the subscribers
+      isr.mqtt.mqtt_subscriber_info:
+    - name: Read the portal
+      isr.mqtt.portal_info:
+    - name: A module process, whose file ANSIBLE_KEEP_REMOTE_FILES keeps (the test's proof that it does)
+      ansible.builtin.ping:
+    - name: Core file size limit of the main ansible-playbook process (the parent of this worker)
+      ansible.builtin.debug:
+        msg: "main process {{ lookup('ansible.builtin.pipe', 'grep \"core file\" /proc/$(awk \"/^PPid/{print \\$2}\" /proc/$PPID/status)/limits') }}"
+
+- name: The fleet role over hosts
+  hosts: devices
+  gather_facts: false
+  roles:
+    - role: isr.mqtt.fleet
+      fleet_api_token: "{{ portal_token }}"
+  post_tasks:
+    - {name: The role's store result (ciphertext text only), ansible.builtin.debug: {var: _fleet_store_result}, run_once: true}
+    - {name: The role's fleet result (ciphertext text only), ansible.builtin.debug: {var: _fleet_result}, run_once: true}
+    # Left out: mqtt_password, a vaulted value for templates to decrypt (README, Secrets), and the user's own
+    # portal_token, plain text once its vault file (-e @token.yml) is loaded.
+    - name: Each host's variables, but the vaulted fact and the user's token
+      ansible.builtin.debug:
+        msg: "{{ hostvars[inventory_hostname] | dict2items | rejectattr('key', 'in', ['mqtt_password', 'portal_token']) | items2dict
+                 | combine({'ansible_facts': ansible_facts | dict2items | rejectattr('key', 'eq', 'mqtt_password') | items2dict}) }}"
+    - name: The fact is a vaulted value
+      ansible.builtin.assert:
+        that: [mqtt_password is vault_encrypted]
+        quiet: true
+
+- name: Every new password logs in to the broker
+  hosts: localhost
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: Log in with each (the client's after its rotation)
+      isr.mqtt.mqtt_login_check:
+        host: 127.0.0.1
+        port: "{{ broker_port }}"
+        credentials: >-
+          {%- set out = [{'username': dc.client.username, 'password': dcr.password},
+                         {'username': ds.subscriber.username, 'password': ds.password},
+                         {'username': df.credentials['dbg-f1'].username, 'password': df.credentials['dbg-f1'].password}] -%}
+          {%- for h in groups['devices'] -%}
+          {%-   set _ = out.append({'username': hostvars[h].mqtt_username, 'password': hostvars[h].mqtt_password}) -%}
+          {%- endfor -%}
+          {{ out }}
+      register: dl
+    - name: All of them worked
+      ansible.builtin.assert:
+        that: "dl.counts == {'ok': 5}"
+"""
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    """One -v run with ANSIBLE_DEBUG=1 and ANSIBLE_KEEP_REMOTE_FILES=1; returns what it left behind."""
+    run_dir = tmp_path_factory.mktemp("secrets-debug")
+    record = run_dir / "issued-secrets.txt"
+    (run_dir / "emulator").mkdir()
+    emu = Emulator(run_dir / "emulator", broker=True, extra_args=["--record-secrets", str(record)]).start(timeout=60)
+    try:
+        home = run_dir / "ansible-home"
+        (run_dir / "store").mkdir()
+        (run_dir / "vault-pass").write_text(VAULT + "\n")
+        vault = VaultLib([("fleet", VaultSecret(VAULT.encode()))])
+        (run_dir / "token.yml").write_bytes(vault.encrypt("portal_token: %s\n" % emu.token, vault.secrets[0][1], vault_id="fleet"))
+        (run_dir / "site.yml").write_text(DEBUG_PLAYBOOK)
+        (run_dir / "hosts.ini").write_text("localhost ansible_connection=local\n[devices]\ndbg-h0\ndbg-h1\n"
+                                           "[devices:vars]\nansible_connection=local\n")
+        env = ansible_env(dict({"ISR_PORTAL_URL": emu.url}, ANSIBLE_DEBUG="1", ANSIBLE_KEEP_REMOTE_FILES="1",
+                               ANSIBLE_HOME=str(home), ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+                               ANSIBLE_REMOTE_TEMP=str(home / "remote-tmp")))
+        hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+        done = subprocess.run(
+            [bin_path("ansible-playbook"), "-v", "-i", str(run_dir / "hosts.ini"), str(run_dir / "site.yml"),
+             "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"),
+             "-e", "fleet_store=%s broker_port=%s" % (run_dir / "store" / "fleet.yml", emu.info["broker_port"])],
+            check=False, capture_output=True, text=True, cwd=str(run_dir), env=env, timeout=600,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (hard, hard)))  # cores allowed, as on many hosts
+    finally:
+        emu.stop()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    secrets = [line.strip() for line in record.read_text().splitlines() if line.strip()]
+    files = {}
+    for root, dummy, names in os.walk(str(run_dir)):
+        for name in names:
+            path = os.path.join(root, name)
+            if name not in ("vault-pass", "issued-secrets.txt") and "emulator" not in os.path.relpath(path, str(run_dir)):
+                with open(path, "rb") as handle:
+                    files[path] = handle.read().decode("utf-8", "replace")
+    texts = [("stdout", done.stdout), ("stderr", done.stderr)] + sorted(files.items())
+    found = sorted(set((where, secret[:6] + "...") for where, text in texts for secret in secrets if secret in text))
+    print("ANSIBLE_DEBUG run: searched stdout, stderr and %d files for %d secrets: %d leaks: %s"
+          % (len(files), len(secrets), len(found), found))
+    for where, text in texts:  # where each leak is, the secret masked
+        for secret in secrets:
+            at = text.find(secret)
+            if at >= 0:
+                print("  %s: ...%s..." % (where, text[max(0, at - 300):at + 100].replace(secret, "<SECRET>")))
+    return dict(stdout=done.stdout, files=files, secrets=secrets, found=found, core_hard=hard)
+
+
+def test_debug_and_kept_files_hold_no_secret(debug_run):
+    # 4 from the modules (create, rotate, subscriber, fleet) and 2 hosts of the role, plus the token
+    assert len(debug_run["secrets"]) >= 7 and any(s.startswith("isr_mqtt_rest_") for s in debug_run["secrets"])
+    assert "_low_level_execute_command() done" in debug_run["stdout"], "ANSIBLE_DEBUG printed nothing: no proof"
+    kept = [path for path in debug_run["files"] if os.path.basename(path).startswith("AnsiballZ_")]
+    assert any(path.endswith("AnsiballZ_ping.py") for path in kept), "no kept module file: no proof"
+    assert not [path for path in kept if "mqtt" in os.path.basename(path) or "info" in os.path.basename(path)], kept
+    assert debug_run["found"] == []
+
+
+def test_role_debug_dumps_show_ciphertext(debug_run):
+    stdout = debug_run["stdout"]
+    assert '"_fleet_store_result": {' in stdout and '"_fleet_result": {' in stdout
+    assert stdout.count("$ANSIBLE_VAULT;1.2;AES256;fleet") >= 2
+
+
+def test_role_fleet_task_result_is_not_censored(debug_run):
+    """AWX takes a task's 'changed' from its (callback) result: the role's mqtt_fleet task has no no_log."""
+    stdout = debug_run["stdout"]
+    start = stdout.index("TASK [isr.mqtt.fleet : Reconcile the MQTT clients")
+    section = stdout[start:stdout.index("TASK [", start + 10)]
+    assert "changed: [dbg-h0 -> localhost] => {" in section and '"counts": {' in section, section[-3000:]
+    assert "censored" not in section
+
+
+def test_main_process_writes_no_core(debug_run):
+    if debug_run["core_hard"] == 0:
+        pytest.skip("the hard core limit is 0 here already: nothing to show")
+    assert re.search(r"main process Max core file size\s+0\s+0\s+bytes", debug_run["stdout"]), debug_run["stdout"][-3000:]
 
 
 if __name__ == "__main__":  # pragma: no cover
