@@ -16,6 +16,8 @@ list spans several pages.
   errors `{"error": {"code", "message"}}`; `X-RateLimit-Reset` a Unix time; 429 without `Retry-After`.
 - unknown: lists `{"items": [...], "continuation": "..."}`: a continuation no reader should guess, so
   clients must refuse to write.
+- normalize: the default shapes, but a create stores the label trimmed and lower-cased (as some portals do),
+  answers with that label, and lists it so: a label sent as "Site-A " comes back as "site-a".
 """
 import base64
 import time
@@ -23,7 +25,8 @@ import time
 from fastapi.responses import JSONResponse, Response
 
 API = "/api/v1/subscriber"
-DIALECTS = ("default", "cursor", "link", "offset", "unknown")
+DIALECTS = ("default", "cursor", "link", "offset", "unknown", "normalize")
+SHAPES_OF = {"normalize": "default"}  # dialects that change data, not answer shapes
 PAGE_CAP = 2
 NO_DOCS = ("link",)
 
@@ -45,6 +48,11 @@ def _offset_of_cursor(cursor):
         return max(0, int(base64.urlsafe_b64decode(cursor.encode()).decode()[1:]))
     except (ValueError, UnicodeDecodeError):
         return 0
+
+
+def stored_label(dialect, label):
+    """The label as the portal of ``dialect`` stores it on create."""
+    return label.strip().lower() if dialect == "normalize" else label
 
 
 def client_row(dialect, row):

@@ -25,7 +25,7 @@ class Strict(BaseModel):
 
 
 class Dialect(Strict):
-    name: Literal["default", "cursor", "link", "offset", "unknown"]  # emulator.dialects.DIALECTS
+    name: Literal["default", "cursor", "link", "offset", "unknown", "normalize"]  # emulator.dialects.DIALECTS
 
 
 class ClientCreate(Strict):
