@@ -88,10 +88,6 @@ def check_label(label, field="label"):
         return "%s must be a non-empty string of 1-%d characters" % (field, LABEL_MAX)
     if not label.strip():
         return "%s is blank (only whitespace); give a name of 1-%d visible characters" % (field, LABEL_MAX)
-    if label != label.strip():
-        # A portal that trims labels would store another label than the one sent: the next run would not find it.
-        return ("%s %r has leading or trailing whitespace; remove it (use %r): the portal may trim labels, and the "
-                "client would then not be found under the label given" % (field, label, label.strip()))
     if len(label) > LABEL_MAX:
         return "%s is %d characters long; the portal accepts at most %d" % (field, len(label), LABEL_MAX)
     if _CONTROL.search(label):
@@ -100,6 +96,10 @@ def check_label(label, field="label"):
     if bad:
         return ("%s %r contains U+%04X (a line/paragraph separator, surrogate or Unicode non-character) that the "
                 "credential store cannot keep; use printable characters only" % (field, label, ord(bad.group())))
+    if label != label.strip():
+        # A portal that trims labels would store another label than the one sent: the next run would not find it.
+        return ("%s %r has leading or trailing whitespace; remove it (use %r): the portal may trim labels, and the "
+                "client would then not be found under the label given" % (field, label, label.strip()))
     return None
 
 

@@ -143,7 +143,7 @@ def test_blank_and_padded_labels_are_refused_before_any_request(normalizing, run
     results = run_tasks(run_playbook, tmp_path, emu, [
         task("client_padded", "mqtt_client", {"label": "Acc-Mixed-1 "}),
         task("client_blank", "mqtt_client", {"label": "   "}),
-        task("client_leading", "mqtt_client", {"label": "\tacc"}),
+        task("client_leading", "mqtt_client", {"label": "  acc"}),
         task("fleet_blank", "mqtt_fleet", {"clients": [{"label": "ok-1"}, {"label": "  "}]}),
         task("fleet_padded", "mqtt_fleet", {"clients": [{"label": " ok-2"}]}),
         task("sub_blank", "mqtt_subscriber", {"label": " "}),
