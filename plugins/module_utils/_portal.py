@@ -37,6 +37,7 @@ from urllib.parse import urlencode, urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import label_key
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import AccountLock, GuardError, ParentWatch
 from ansible_collections.isr.mqtt.plugins.module_utils import _reader
 from ansible_collections.isr.mqtt.plugins.module_utils._reader import (  # noqa: F401 pylint: disable=unused-import
@@ -669,7 +670,9 @@ class PortalClient(object):
                                  "must then be given a new one (rotate for an MQTT client)." % (label,))
                 raise
             except _Ambiguous as amb:
-                appeared = [r for r in lister() if r["label"] == label and r[id_key] not in known_ids]
+                listed = lister()
+                appeared = [r for r in listed if r["label"] == label and r[id_key] not in known_ids]
+                _refuse_normalized_retry(self, listed, label, known_ids, id_key, what, amb.error, appeared)
                 if len(appeared) == 1:
                     self._warn("Creating %s: %s The portal now lists %s %s with that label, taken as the result of this create; "
                                "its password was lost: rotate it to get a new one." % (what, amb.error.msg, id_key, appeared[0][id_key]))
@@ -863,6 +866,21 @@ class PortalClient(object):
 # ---------------------------------------------------------------------------
 # Module glue
 # ---------------------------------------------------------------------------
+
+def _refuse_normalized_retry(client, listed, label, known_ids, id_key, what, error, appeared):
+    """After an ambiguous create: a new entry under the label trimmed or in another case is this create, made by a
+    portal that normalizes labels. Retrying would make a duplicate, so stop (its password is lost: rotate it)."""
+    if appeared:
+        return
+    changed = [r for r in listed if r[id_key] not in known_ids and label_key(r["label"]) == label_key(label)]
+    if changed:
+        raise client._error(
+            "Creating %s: %s The portal now lists %s under the label %r: most likely this create, with the label normalized "
+            "by the portal. Nothing was retried, so that no duplicate is made; its password was lost. Use the portal's form "
+            "of the label (%r) from now on and give it a new password (rotate_password, or recover in isr.mqtt.mqtt_fleet)."
+            % (what, error.msg, ", ".join(r[id_key] for r in changed), changed[0]["label"], changed[0]["label"]),
+            kind="conflict", status=error.status, may_have_acted=True)
+
 
 def portal_argument_spec():
     """The connection options every module accepts (documented in doc fragment isr.mqtt.portal)."""

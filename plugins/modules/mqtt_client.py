@@ -89,7 +89,7 @@ options:
       - The file is created with mode C(0600) and replaced atomically; it holds only the password, without newline.
       - Left untouched when no new password was received. Not written in check mode.
       - When the client exists but the file does not (an earlier write failed, for example on a full disk, or the file
-        was removed), nothing holds its password any more: the password is rotated to write the file, with a warning.
+        was removed), nothing holds its password any more, so the password is rotated to write the file, with a warning.
     type: path
   recreate:
     description:
@@ -121,7 +121,7 @@ EXAMPLES = r"""
     mode: "0600"
   no_log: true
 
-- name: Pause the client by its id
+- name: Pause the client by its id; options left out (allow_subscribe) stay as they are
   isr.mqtt.mqtt_client:
     client_id: "{{ sensor.client.client_id }}"
     label: site-alpha-sensor
@@ -161,11 +161,6 @@ EXAMPLES = r"""
         paused: true
       register: spare
       no_log: true
-
-    - name: Pause a client; its allow_publish and allow_subscribe stay as they are
-      isr.mqtt.mqtt_client:
-        label: spare-1
-        paused: true
 """
 
 RETURN = r"""

@@ -137,6 +137,27 @@ def test_fleet_role_on_a_normalizing_portal_keeps_the_password_and_never_duplica
     fleet.assert_store_matches_portal(["dev-a", "dev-b"])
 
 
+def test_a_lost_create_answer_on_a_normalizing_portal_is_not_retried(normalizing, run_playbook, tmp_path):
+    emu = normalizing
+    emu.control.set_faults(drop_after_create=2)
+    first = run_tasks(run_playbook, tmp_path, emu, [
+        task("client", "mqtt_client", {"label": "Drop-1"}),
+        task("fleet", "mqtt_fleet", {"clients": [{"label": "Drop-2"}]}),
+    ])
+    for name in ("client", "fleet"):
+        assert first[name]["failed"] and "Nothing was retried" in first[name]["msg"], first[name]
+    assert first["fleet"]["unconfirmed"] == ["Drop-2"]
+    assert emu.control.state()["labels"] == {"drop-1": 1, "drop-2": 1}  # one create each, no retry
+    emu.control.set_faults()
+    recovered = run_tasks(run_playbook, tmp_path, emu, [
+        task("client", "mqtt_client", {"label": "drop-1", "rotate_password": True}),
+        task("fleet", "mqtt_fleet", {"clients": [{"label": "drop-2"}], "recover": ["drop-2"]}),
+    ])
+    client, fleet = recovered["client"], recovered["fleet"]["credentials"]["drop-2"]
+    assert works(emu, client["client"]["client_id"], client["password"]) and works(emu, fleet["username"], fleet["password"])
+    assert emu.control.state()["labels"] == {"drop-1": 1, "drop-2": 1}
+
+
 def test_blank_and_padded_labels_are_refused_before_any_request(normalizing, run_playbook, tmp_path):
     emu = normalizing
     emu.control.reset_counters()
