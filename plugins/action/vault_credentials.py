@@ -44,6 +44,7 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import type_name
 from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts, compact as _compact
 from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import no_dumps_here
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
@@ -393,7 +394,7 @@ class ActionModule(ActionBase):
         for label, cred in incoming.items():
             if not isinstance(cred, dict):
                 raise AnsibleActionFail("credentials[%r] must be a dict (client_id, username, password, ...), got %s"
-                                        % (label, type(cred).__name__))
+                                        % (label, type_name(cred)))
         if not 0 <= args["space_for"] <= 1000000:
             raise AnsibleActionFail("space_for must be between 0 and 1000000 entries, got %d" % args["space_for"])
         secrets, vault_id, secret = self._secret(args["vault_id"], path)

@@ -39,6 +39,7 @@ from urllib.parse import urlencode, urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import label_key
 from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import AccountLock, GuardError, ParentWatch
 from ansible_collections.isr.mqtt.plugins.module_utils import _reader
 from ansible_collections.isr.mqtt.plugins.module_utils._reader import (  # noqa: F401 pylint: disable=unused-import
@@ -768,13 +769,16 @@ class PortalClient(object):
     def _appeared(self, lister, label, known_ids, id_key, what, error):
         """The rows with ``label`` that are new since the create; a failed re-list says the create may have happened."""
         try:
-            return [r for r in lister() if r["label"] == label and r[id_key] not in known_ids]
+            listed = lister()
         except PortalError as exc:
             _append(exc, "This list was to check whether creating %s happened after: %s So it may have: rerun; a new entry "
                          "labelled %r without a known password must then be given a new one (rotate for an MQTT client)."
                          % (what, error.msg, label))
             exc.may_have_acted = True
             raise
+        appeared = [r for r in listed if r["label"] == label and r[id_key] not in known_ids]
+        _refuse_normalized_retry(self, listed, label, known_ids, id_key, what, error, appeared)
+        return appeared
 
     def _identify(self, label, known_ids, lister, id_key, what, password):
         """The row a create made, when its answer did not say: re-list once and take the one new row with the label.
@@ -942,6 +946,21 @@ class PortalClient(object):
 # ---------------------------------------------------------------------------
 # Module glue
 # ---------------------------------------------------------------------------
+
+def _refuse_normalized_retry(client, listed, label, known_ids, id_key, what, error, appeared):
+    """After an ambiguous create: a new entry under the label trimmed or in another case is this create, made by a
+    portal that normalizes labels. Retrying would make a duplicate, so stop (its password is lost: rotate it)."""
+    if appeared:
+        return
+    changed = [r for r in listed if r[id_key] not in known_ids and label_key(r["label"]) == label_key(label)]
+    if changed:
+        raise client._error(
+            "Creating %s: %s The portal now lists %s under the label %r: most likely this create, with the label normalized "
+            "by the portal. Nothing was retried, so that no duplicate is made; its password was lost. Use the portal's form "
+            "of the label (%r) from now on and give it a new password (rotate_password, or recover in isr.mqtt.mqtt_fleet)."
+            % (what, error.msg, ", ".join(r[id_key] for r in changed), changed[0]["label"], changed[0]["label"]),
+            kind="conflict", status=error.status, may_have_acted=True)
+
 
 def portal_argument_spec():
     """The connection options every module accepts (documented in doc fragment isr.mqtt.portal)."""

@@ -38,3 +38,14 @@ def no_sink_message(what, password_file_option=True):
 def has_sink(params):
     """True when a new password received by this run can be handed on safely."""
     return params.get("password_sink") == "result" or bool(params.get("password_file"))
+
+
+def unwritten_file_message(path, error, params, rerun):
+    """A new password could not be written to password_file: say truthfully where it goes instead."""
+    if params.get("password_sink") == "result":
+        where = "it is returned in 'password' instead (vault-encrypted with the run's vault secret, or plain under no_log)"
+    else:
+        where = ("with no vault secret to encrypt it, the controller writes it to a 0600 file under "
+                 "~/.ansible/isr_mqtt_rescued_passwords, named in 'rescued_password_files'")
+    return ("Could not write password_file %s (%s); %s - store it now, the portal will not show it again. %s"
+            % (path, error, where, rerun))

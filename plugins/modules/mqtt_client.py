@@ -15,6 +15,10 @@ description:
     (a I(Single device) publisher credential) through the portal's Mgmt REST API.
   - The client is identified by O(label), or by O(client_id) when it is known. Labels are not unique
     on the portal; a label shared by several clients fails with their client_ids unless O(client_id) picks one.
+  - Options left out leave an existing client as it is; only the options given are compared and changed.
+  - Labels are matched exactly. A label the portal lists only in another letter case (a portal that normalizes
+    labels) is refused before any write, and so is a create whose answer names another label than the one sent
+    (its password is kept first), so that such a portal never gets a duplicate.
   - Reading the state costs one list request (all pages); every change is one write request.
   - The portal shows a password only once. The module returns it in RV(password), B(vault-encrypted) with the run's
     vault secret (see O(return_password)), or writes it to O(password_file), when it creates a client or rotates
@@ -58,13 +62,15 @@ options:
     choices: [present, absent]
     default: present
   allow_publish:
-    description: Whether the client may publish.
+    description:
+      - Whether the client may publish.
+      - When creating a client and not set, V(true). When not set, an existing client keeps its setting.
     type: bool
-    default: true
   allow_subscribe:
-    description: Whether the client may subscribe to the command and status topics of its credential.
+    description:
+      - Whether the client may subscribe to the command and status topics of its credential.
+      - When creating a client and not set, V(false). When not set, an existing client keeps its setting.
     type: bool
-    default: false
   paused:
     description:
       - V(true) pauses the client (it cannot connect), V(false) resumes it.
@@ -82,6 +88,8 @@ options:
         instead of returning it in RV(password).
       - The file is created with mode C(0600) and replaced atomically; it holds only the password, without newline.
       - Left untouched when no new password was received. Not written in check mode.
+      - When the client exists but the file does not (an earlier write failed, for example on a full disk, or the file
+        was removed), nothing holds its password any more, so the password is rotated to write the file, with a warning.
     type: path
   recreate:
     description:
@@ -113,7 +121,7 @@ EXAMPLES = r"""
     mode: "0600"
   no_log: true
 
-- name: Pause the client by its id
+- name: Pause the client by its id; options left out (allow_subscribe) stay as they are
   isr.mqtt.mqtt_client:
     client_id: "{{ sensor.client.client_id }}"
     label: site-alpha-sensor
@@ -243,12 +251,16 @@ diff:
 """
 
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_action, apply_actions, check_client_id, check_label, check_not_null, find_client, plan_client)
+    PlanError, apply_action, apply_actions, check_client_id, check_label, check_not_null, echo_mismatch_message, find_client,
+    near_label_message, near_label_rows, plan_client)
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
-from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import (
+    has_sink, no_sink_message, sink_argument_spec, unwritten_file_message)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 
@@ -307,6 +319,9 @@ class Run(object):
                 self.rotate(dict(action, action="rotate", client_id=row["client_id"], fields={"reason": "recover"}))
             else:
                 self.keep_password(password)
+            if row["label"] != action["label"]:  # the password is kept: now stop before matching on a label the portal changed
+                raise PortalError(echo_mismatch_message("MQTT client", action["label"], row["label"], row["client_id"],
+                                                        self.kept_where()), kind="protocol")
         elif kind == "rotate":
             self.rotate(action)
         elif kind == "delete":
@@ -339,16 +354,27 @@ class Run(object):
                 write_secret_file(path, password)
             except (IOError, OSError) as err:
                 self.password = password
-                self.fail(PortalError(
-                    "Could not write password_file %s (%s); the new password is returned in 'password' "
-                    "instead - store it now, the portal will not show it again." % (path, err), kind="local"))
+                self.fail(PortalError(unwritten_file_message(
+                    path, err, self.module.params, "A rerun with this password_file rotates the password while the file "
+                    "does not exist."), kind="local"))
             return
         self.password = password
+
+    def kept_where(self):
+        path = self.module.params["password_file"]
+        return "was written to password_file %s" % path if path else "is in this result ('password')"
 
     def fail(self, err):
         """Fail, but keep what was done - above all a password received before the failure."""
         self.module.fail_json(**err.to_fail_kwargs(changed=bool(self.done), client=self.row,
                                                    password=self.password, actions=self.done))
+
+
+def missing_password_file(params, current, actions):
+    """True when an existing client's password_file is missing and no planned action brings a new password."""
+    path = params["password_file"]
+    return bool(path and current is not None and params["state"] == "present" and not os.path.exists(path)
+                and not any(a["action"] in ("create", "rotate") for a in actions))
 
 
 def main(module_class=AnsibleModule):
@@ -358,8 +384,8 @@ def main(module_class=AnsibleModule):
         label=dict(type="raw"),
         client_id=dict(type="raw"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
-        allow_publish=dict(type="bool", default=True),
-        allow_subscribe=dict(type="bool", default=False),
+        allow_publish=dict(type="bool"),
+        allow_subscribe=dict(type="bool"),
         paused=dict(type="bool"),
         rotate_password=dict(type="bool", default=False, no_log=False),
         password_file=dict(type="path", no_log=False),
@@ -371,7 +397,7 @@ def main(module_class=AnsibleModule):
     params = module.params
     label, client_id = params["label"], params["client_id"]
 
-    nulls = check_not_null(params, ("state", "allow_publish", "allow_subscribe", "rotate_password", "recreate"))
+    nulls = check_not_null(params, ("state", "rotate_password", "recreate"))
     if label is None and client_id is None:
         nulls.insert(0, "label and client_id are both null; give the client's label (or its client_id)")
     if nulls:
@@ -392,6 +418,9 @@ def main(module_class=AnsibleModule):
     except PlanError as err:
         module.fail_json(msg=err.msg, client_ids=err.client_ids)
 
+    near = near_label_rows(rows, label) if current is None and client_id is None else []
+    if near:
+        module.fail_json(msg=near_label_message(label, near, pick=", or pick the client by its client_id"), client_ids=[row["client_id"] for row in near])
     if current is None and client_id is not None and params["state"] == "present":
         module.fail_json(msg="client_id %r does not exist on the portal; client ids are generated by the portal - "
                              "omit client_id to create a client by label, or use isr.mqtt.mqtt_client_info to find "
@@ -400,6 +429,11 @@ def main(module_class=AnsibleModule):
                    allow_subscribe=params["allow_subscribe"], paused=params["paused"],
                    rotate=params["rotate_password"])
     actions = plan_client(desired, current)
+    if missing_password_file(params, current, actions):
+        module.warn("password_file %s does not exist, so nothing holds the password of client %s (an earlier write may have "
+                    "failed): rotating it to write a new one." % (params["password_file"], current["client_id"]))
+        actions.append(dict(action="rotate", label=current["label"], client_id=current["client_id"],
+                            fields={"reason": "recover"}))
     receiving = [a["action"] for a in actions if a["action"] in ("create", "rotate")]
     if receiving and not module.check_mode and not has_sink(params):
         module.fail_json(msg=no_sink_message("%s of client %r" % (" and ".join(receiving), label or client_id)),

@@ -351,7 +351,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
-    PlanError, apply_action, apply_actions, check_label, check_not_null, count_actions, plan_fleet, rotated_elsewhere)
+    PlanError, apply_action, apply_actions, check_label, check_not_null, count_actions, echo_mismatch_message,
+    near_label_conflicts, near_label_message, plan_fleet, rotated_elsewhere, type_name)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import (
     PortalError, client_from_module, portal_argument_spec)
 from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
@@ -367,7 +368,7 @@ def parse_clients(items):
     for index, item in enumerate(items):
         where = "clients[%d]" % index
         if not isinstance(item, dict):
-            errors.append("%s must be a dict with at least a label, got %s" % (where, type(item).__name__))
+            errors.append("%s must be a dict with at least a label, got %s" % (where, type_name(item)))
             continue
         unknown = sorted(set(item) - set(ITEM_KEYS))
         if unknown:
@@ -484,6 +485,9 @@ class FleetRun(object):
                     raise
             else:
                 self._keep(label, row, password)
+            if row["label"] != label:  # kept under the label sent; stop before anything matches on the portal's form
+                raise PortalError(echo_mismatch_message("MQTT client", label, row["label"], row["client_id"],
+                                                        "is kept under %r in 'credentials' (and the journal)" % label))
         elif kind == "rotate":
             self.rotate(label, cid, action)
         elif kind == "delete":
@@ -733,6 +737,13 @@ def main(module_class=AnsibleModule):
         rows = client.list_clients()
     except PortalError as err:
         module.fail_json(**err.to_fail_kwargs(requests=client.stats["requests"]))
+
+    near = near_label_conflicts(labels, rows)
+    if near:
+        shown = sorted(near.items())[:5]
+        module.fail_json(msg="Invalid fleet: %s%s" % (" ".join(near_label_message(label, found) for label, found in shown),
+                                                      " (and %d more such labels)" % (len(near) - 5) if len(near) > 5 else ""),
+                         client_ids=sorted(row["client_id"] for found in near.values() for row in found))
 
     recover, elsewhere = set(params["recover"]), []
     if params["recover_missing"]:

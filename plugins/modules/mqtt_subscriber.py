@@ -254,9 +254,11 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.isr.mqtt.plugins.module_utils._plan import check_not_null
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import (
+    check_not_null, echo_mismatch_message, near_label_message, near_label_rows)
 from ansible_collections.isr.mqtt.plugins.module_utils._secret_file import check_password_file, write_secret_file
-from ansible_collections.isr.mqtt.plugins.module_utils._sink import has_sink, no_sink_message, sink_argument_spec
+from ansible_collections.isr.mqtt.plugins.module_utils._sink import (
+    has_sink, no_sink_message, sink_argument_spec, unwritten_file_message)
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError, client_from_module, portal_argument_spec
 from ansible_collections.isr.mqtt.plugins.module_utils._subscriber_plan import (
     PlanError, check_desired, find_subscriber, is_expired, plan_subscriber, predict)
@@ -312,6 +314,10 @@ class Runner(object):
         try:
             subscribers = client.list_subscribers()
             current = find_subscriber(subscribers, label=params["label"], subscriber_id=params["id"])
+            near = near_label_rows(subscribers, params["label"]) if current is None and params["id"] is None else []
+            if near:
+                self.fail(near_label_message(params["label"], near, id_key="id", pick=", or pick the subscriber by its id"),
+                          ids=[row.get("id") for row in near])
             actions = plan_subscriber(desired, current, now)
         except PortalError as err:
             self.fail(err.msg, err)
@@ -385,12 +391,16 @@ class Runner(object):
                 write_secret_file(path, password)
             except (IOError, OSError) as err:
                 # The portal will not show this password again: hand it back rather than lose it.
-                self.fail("created read-only subscriber %s, but could not write its password to password_file %s: %s; "
-                          "the password is in this failure result (key 'password')" % (row.get("id"), path, to_native(err)),
-                          password=password)
+                self.fail("created read-only subscriber %s. %s" % (row.get("id"), unwritten_file_message(
+                    path, to_native(err), self.params, "If it is lost, rerun with regenerate: true to replace the "
+                    "subscriber by one whose password is known.")), password=password)
             self.result["password_file"] = path
         else:
             self.result["password"] = password
+        if row.get("label") != action["label"]:  # the password is kept: stop before matching on a label the portal changed
+            kept = "was written to password_file %s" % path if path else "is in this result ('password')"
+            self.fail(echo_mismatch_message("read-only subscriber", action["label"], row.get("label"), row.get("id"), kept),
+                      password=self.result["password"])
         return row
 
 

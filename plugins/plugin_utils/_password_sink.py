@@ -28,6 +28,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.isr.mqtt.plugins.module_utils import _portal
+from ansible_collections.isr.mqtt.plugins.module_utils._plan import plain_type_names
 from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import (
     PORTAL_ENV_FALLBACKS, module_args, run_here, run_main, warn_if_exposed)
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
@@ -88,6 +89,8 @@ class PasswordSinkAction(ActionBase):
             pick_secret(secrets, args.get("vault_id"), "the result")  # a wrong vault_id fails before any request
         parent = os.getppid()
         result.update(self.run_module(args, task_vars, None if plain or not secrets else (secrets, args.get("vault_id"))))
+        if "msg" in result:  # ansible-core's own option checks name internal classes (_AnsibleTaggedInt)
+            result["msg"] = plain_type_names(result["msg"])
         if os.getppid() != parent:
             # ansible-playbook is gone: nobody will read this result, and writing it to the results queue would
             # block this orphaned worker for good, holding the passwords in memory.
@@ -115,13 +118,21 @@ class PasswordSinkAction(ActionBase):
         if not slots:
             return
         if not secrets:  # only after a failed password_file write: the password must be neither printed nor lost
-            paths = []
+            paths, lost = [], []
             for box, key, name in slots:
-                paths.append(rescue(name, box[key]))
+                try:
+                    paths.append(rescue(name, box[key]))
+                except OSError as exc:  # a full disk: never print it instead
+                    lost.append("%s (%s)" % (name, exc))
                 box[key] = None
             result["rescued_password_files"] = paths
-            result["msg"] = "%s The new password(s) were written to 0600 files instead: %s" % (
-                result.get("msg", ""), ", ".join(paths))
+            if paths:
+                result["msg"] = "%s The new password(s) were written to 0600 files instead: %s" % (
+                    result.get("msg", ""), ", ".join(paths))
+            if lost:
+                result["msg"] = ("%s The new password of %s could not be written anywhere either and is lost; free some disk "
+                                 "space and rerun (isr.mqtt.mqtt_client rotates a password whose password_file does not exist; "
+                                 "for a read-only subscriber set regenerate: true)." % (result.get("msg", ""), ", ".join(lost)))
             result["failed"] = True
             return
         sid, secret = pick_secret(secrets, vault_id, "the result")

@@ -186,6 +186,15 @@ class EmulatorApp(FastAPI):
         self.list_reads = Counter()  # listings started per path (the drift dialects)
         return self
 
+    @property
+    def dialect(self):
+        """The answer shapes served (see dialects.py); ``dialect_name`` is the dialect as set."""
+        return dialects.SHAPES_OF.get(self.dialect_name, self.dialect_name)
+
+    @dialect.setter
+    def dialect(self, name):
+        self.dialect_name = name
+
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
         if scope["type"] == "http" and path in PUBLIC_PATHS and self.dialect in dialects.NO_DOCS:
@@ -322,7 +331,8 @@ def portal_router():
         if dialect == "link" and "allow_publish" in body.model_fields_set:  # only what the docs show is accepted
             raise ApiError(422, [{"loc": ["body", "allow_publish"], "msg": "Extra inputs are not permitted",
                                   "type": "extra_forbidden"}])
-        row, password = store.create_client(account, body.label, body.allow_publish, body.allow_subscribe)
+        row, password = store.create_client(account, dialects.stored_label(request.app.dialect_name, body.label),
+                                            body.allow_publish, body.allow_subscribe)
         gate = request.app.faults.after_create(request.scope, dialect)
         if gate is not None:
             return gate
@@ -375,7 +385,8 @@ def portal_router():
     @router.post("/subscriber-mqtt-passwords", status_code=201, response_model=models.SubscriberCreated,
                  responses={**WRITE, **PLAN_LIMIT, **BODY}, tags=["Read-only subscribers"])
     def create_subscriber(body: models.SubscriberCreate, request: Request, account=Depends(_account), store=Depends(_store)):
-        subscriber = store.create_subscriber(account, body.label, body.expires_in_days)
+        subscriber = store.create_subscriber(account, dialects.stored_label(request.app.dialect_name, body.label),
+                                             body.expires_in_days)
         gate = request.app.faults.after_create(request.scope, request.app.dialect)
         if gate is not None:
             return gate
@@ -463,7 +474,7 @@ def control_router():
 
     @router.get("/dialect")
     def get_dialect(request: Request):
-        return {"name": request.app.dialect}
+        return {"name": request.app.dialect_name}
 
     @router.get("/state")
     def state(store=Depends(_store), account_id: Optional[str] = None):

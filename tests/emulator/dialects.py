@@ -27,6 +27,8 @@ list spans several pages.
   and `RateLimit-Policy: N;w=S`, no X-RateLimit-*), `Retry-After` as an HTTP date (429 and 503), and 503
   windows: every WINDOW_EVERY-th API request opens a WINDOW_SECONDS window in which every request is answered
   503 (nothing done) with `Retry-After`. Lists as default with small pages.
+- normalize: the default shapes, but a create stores the label trimmed and lower-cased (as some portals do),
+  answers with that label, and lists it so: a label sent as "Site-A " comes back as "site-a".
 
 Faults (any dialect, `PUT /_emulator/faults`): `unavailable_s` answers every request 503 + `Retry-After` for that
 many seconds from the next request on; `unavailable_after_create` commits the next N creates and answers them 503 + `Retry-After`
@@ -40,7 +42,9 @@ import time
 from fastapi.responses import JSONResponse, Response
 
 API = "/api/v1/subscriber"
-DIALECTS = ("default", "cursor", "link", "offset", "unknown", "drift", "drift_always", "both_ids", "maintenance")
+DIALECTS = ("default", "cursor", "link", "offset", "unknown", "drift", "drift_always", "both_ids", "maintenance",
+            "normalize")
+SHAPES_OF = {"normalize": "default"}  # dialects that change data, not answer shapes
 PAGE_CAP = 2
 DRIFTING = ("drift", "drift_always")
 PAGED = ("both_ids", "maintenance")  # the default envelope, with small pages
@@ -66,6 +70,11 @@ def _offset_of_cursor(cursor):
         return max(0, int(base64.urlsafe_b64decode(cursor.encode()).decode()[1:]))
     except (ValueError, UnicodeDecodeError):
         return 0
+
+
+def stored_label(dialect, label):
+    """The label as the portal of ``dialect`` stores it on create."""
+    return label.strip().lower() if dialect == "normalize" else label
 
 
 def client_row(dialect, row):

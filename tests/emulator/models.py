@@ -26,7 +26,7 @@ class Strict(BaseModel):
 
 class Dialect(Strict):
     name: Literal["default", "cursor", "link", "offset", "unknown", "drift", "drift_always", "both_ids",
-                  "maintenance"]  # emulator.dialects.DIALECTS
+                  "maintenance", "normalize"]  # emulator.dialects.DIALECTS
 
 
 class ClientCreate(Strict):

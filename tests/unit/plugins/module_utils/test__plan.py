@@ -244,3 +244,40 @@ def test_fleet_of_ten_thousand():
 
 def test_count_keys_cover_all_actions():
     assert set(_plan.ACTION_COUNT_KEYS) == {"create", "update", "pause", "resume", "rotate", "delete"}
+
+
+# -- issue 23/24: labels a portal normalizes, plain type names, options left out ------------------------------------
+
+@pytest.mark.parametrize("label, fragment", [
+    ("   ", "is blank"), ("\t", "is blank"), ("a\tb ", "control characters"), ("a ", "use 'a'"), (" a", "leading or trailing whitespace"),
+    ("a\u00a0", "leading or trailing whitespace"),
+])
+def test_check_label_blank_and_padded(label, fragment):
+    msg = check_label(label, field="clients[0].label")
+    assert fragment in msg and "clients[0].label" in msg
+
+
+def test_type_names_are_plain_for_subclasses():
+    class _AnsibleTaggedInt(int):
+        pass
+    assert _plan.type_name(_AnsibleTaggedInt(7)) == "int" and _plan.type_name(True) == "bool" and _plan.type_name(None) == "null"
+    assert "not int" in check_label(_AnsibleTaggedInt(7))
+    text = "unable to convert to dict: <class 'ansible.module_utils._internal._datatag._AnsibleTaggedInt'> cannot be"
+    assert _plan.plain_type_names(text) == "unable to convert to dict: 'int' cannot be"
+
+
+def test_near_labels_differ_only_in_case_or_surrounding_whitespace():
+    rows = [row("acc-mixed-1", "pub-1"), row("other", "pub-2"), row("Exact", "pub-3"), row("exact", "pub-4")]
+    assert _plan.near_label_rows(rows, "Acc-Mixed-1") == [rows[0]]
+    assert _plan.near_label_rows(rows, "acc-mixed-1") == []
+    assert _plan.near_label_conflicts(["Acc-Mixed-1", "other", "Exact", "new"], rows) == {"Acc-Mixed-1": [rows[0]]}
+    msg = _plan.near_label_message("Acc-Mixed-1", [rows[0]])
+    assert "'acc-mixed-1' (pub-1)" in msg and "Nothing was changed" in msg
+
+
+def test_options_left_out_leave_a_client_as_it_is_and_take_the_create_defaults():
+    existing = row(allow_publish=False, allow_subscribe=True)
+    assert plan_client(want(allow_publish=None, allow_subscribe=None, paused=True), existing) == [
+        {"action": "pause", "label": "dev-1", "client_id": existing["client_id"], "fields": {}}]
+    created = plan_client(want(allow_publish=None, allow_subscribe=None), None)
+    assert created[0]["fields"] == {"allow_publish": True, "allow_subscribe": False}

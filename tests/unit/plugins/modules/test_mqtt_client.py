@@ -90,8 +90,11 @@ def test_password_file_in_missing_directory_fails_before_any_request(run, emulat
     (mqtt_client_info, {"api_token": ["a", "b"]}, "api_token must be a string (the token itself, isr_mqtt_rest_...), not list"),
     (mqtt_client, {"label": None}, "label and client_id are both null"),
     # explicit nulls of typed options: refused by Ansible (2.19) or by check_not_null, never read as false
-    (mqtt_client, {"label": "u-1", "allow_publish": None}, "allow_publish"),
-    (mqtt_client, {"label": "u-1", "allow_subscribe": None}, "allow_subscribe"),
+    # (allow_publish/allow_subscribe: null means "leave as is", like leaving them out: issue 24)
+    (mqtt_client, {"label": "u-1", "rotate_password": None}, "rotate_password"),
+    (mqtt_client, {"label": "u-1", "recreate": None}, "recreate"),
+    (mqtt_client, {"label": "u-1 "}, "has leading or trailing whitespace"),
+    (mqtt_client, {"label": " \t "}, "label is blank"),
     (mqtt_client, {"label": "u-1", "validate_certs": None}, "validate_certs"),
     (mqtt_client, {"label": "u-1", "timeout": 10 ** 12}, "timeout must be between 1 and 3600 seconds"),
     (mqtt_client, {"label": "u-1", "rate_limit_max_wait": 10 ** 9}, "rate_limit_max_wait must be between 0 and 86400"),

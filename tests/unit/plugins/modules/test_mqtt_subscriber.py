@@ -66,7 +66,7 @@ def test_password_returned_when_the_file_cannot_be_written(run, emulator, tmp_pa
     monkeypatch.setattr(mqtt_subscriber, "write_secret_file", broken)
     failed, result = run(label="nospace", password_file=str(tmp_path / "pw"))
     assert failed and result["changed"]
-    assert "could not write its password to password_file" in result["msg"] and "No space left" in result["msg"]
+    assert "Could not write password_file" in result["msg"] and "No space left" in result["msg"]
     assert ok(emulator, result, result["password"])
 
 
