@@ -152,3 +152,43 @@ def test_not_run_blocks_are_still_in_the_docs():
     text = (REPO / "README.md").read_text() + (REPO / "docs" / "quickstart.md").read_text()
     for first in NOT_RUN:
         assert first in text, "%s is no longer in the docs: drop it from NOT_RUN" % first
+
+
+def run_guide(shell, checkout, name, home):
+    """Every bash block of a guide, in order, in one new shell (set -e), as a reader pastes them; the emulator is
+    stopped again even when a block fails."""
+    blocks = bash_blocks((checkout / "docs" / name).read_text())
+    assert blocks[0].startswith("DEMO_KEEP=1") and blocks[-1] == STOP, blocks
+    home.mkdir()
+    try:
+        out = shell(blocks[0])  # the demo keeps the real HOME (its async listener job lives under it)
+        out += shell("set -e\n" + "\n".join(blocks[1:]), HOME=str(home))  # ~/isr-... in a temp home
+    finally:
+        shell(STOP)
+    assert "no demo emulator is running" not in out  # the guide's own STOP found it running
+    assert "Starting the emulator portal" in out or "starting over with a new, empty emulator portal" in out
+    assert token_of(checkout) not in out
+    assert "Run the handlers now" not in out
+    work = next(home.glob("isr-*"))
+    assert not list(work.rglob("*.lock")) and not list(work.rglob("*.masked"))  # nothing left beside store or files
+    assert not (checkout / "demo" / "mqtt_credentials.yml.lock").exists()
+    return out
+
+
+def test_rotation_guide(shell, checkout):
+    home = shell.home / "rotation"
+    out = run_guide(shell, checkout, "rotation.md", home)
+    assert "rotated 0; 0 of 3 devices fail to log in" in out and "rotated 2; 0 of 3 devices fail to log in" in out, out[-5000:]
+    files = sorted((home / "isr-rotation" / "devices").glob("*/mqtt.env"))
+    assert [f.parent.name for f in files] == ["sensor-01", "sensor-02", "sensor-03"]
+    assert "sensor-0" in (home / "isr-rotation" / "mqtt_credentials.yml").read_text()
+
+
+def test_device_role_guide(shell, checkout):
+    home = shell.home / "device-role"
+    out = run_guide(shell, checkout, "device-role.md", home)
+    assert "published" in out and "sensor-01" in out
+    recaps = re.findall(r"^sensor-0\d .*$", out, re.M)
+    assert len(recaps) == 4 and all("failed=0" in r for r in recaps), recaps   # two runs, two devices
+    assert all("changed=0" in r for r in recaps[2:]), recaps                     # the check-mode rerun
+    assert sorted(f.parent.name for f in (home / "isr-devices" / "devices").glob("*/mqtt.env")) == ["sensor-01", "sensor-02"]
