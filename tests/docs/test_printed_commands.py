@@ -79,6 +79,7 @@ def shell(checkout, tmp_path_factory):
         done = subprocess.run(["bash", "-c", script], cwd=str(checkout), env=dict(env, **extra), capture_output=True,
                               text=True, timeout=900, stdin=subprocess.DEVNULL, check=False)
         out = done.stdout + done.stderr
+        run.stdout = done.stdout  # the printed suggestions, without Python warnings that stderr may add after them
         assert done.returncode == expect_rc, "%s\n--- rc=%s\n%s" % (script, done.returncode, out[-6000:])
         return out
 
@@ -107,8 +108,8 @@ def check_demo_suggestions(shell, checkout, output):
 def test_readme_commands(shell, checkout):
     blocks = bash_blocks((checkout / "README.md").read_text())
     assert blocks[0] == "bash scripts/demo.sh"
-    demo_output = shell(blocks[0], DEMO_DEVICES="2")  # the README's command; a small fleet keeps it quick
-    check_demo_suggestions(shell, checkout, demo_output)
+    shell(blocks[0], DEMO_DEVICES="2")  # the README's command; a small fleet keeps it quick
+    check_demo_suggestions(shell, checkout, shell.stdout)
     assert not (checkout / ".venv").exists()
     for block in blocks[1:]:
         if not_run(block) is None:
@@ -119,8 +120,8 @@ def test_quickstart_and_demo_keep(shell, checkout):
     blocks = bash_blocks((checkout / "docs" / "quickstart.md").read_text())
     runnable = [b for b in blocks if not_run(b) is None]
     assert runnable[0].startswith("DEMO_KEEP=1") and runnable[1] == SOURCE
-    demo_output = shell(runnable[0])
-    suggested = check_demo_suggestions(shell, checkout, demo_output)
+    shell(runnable[0])
+    suggested = check_demo_suggestions(shell, checkout, shell.stdout)
     assert [STOP] in suggested
     pid = json.loads((checkout / "demo" / "emulator.json").read_text())["pid"]
 
