@@ -52,8 +52,14 @@ demo_start_emulator() {
   else
     echo "mosquitto is not installed: running without a broker (apt-get install mosquitto to see the MQTT part)"
   fi
-  # A fresh portal each time, so a fresh store too.
-  rm -f "$state" "$store" "$demo/env.sh" "$demo/portal.sqlite"* "$demo/emulator.log"
+  # A fresh portal each time, so a fresh store too: say so when an earlier run left its portal and store.
+  if [ -e "$store" ] || [ -e "$demo/portal.sqlite" ]; then
+    echo "demo/ holds an earlier demo run: starting over with a new, empty emulator portal; its store"
+    echo "demo/mqtt_credentials.yml (made for the old portal) is replaced, so every client is created again."
+  else
+    echo "Starting the emulator portal (an empty database in demo/portal.sqlite)."
+  fi
+  rm -f "$state" "$store" "$store.lock" "$demo/env.sh" "$demo/portal.sqlite"* "$demo/emulator.log"
   # umask 077: the log and the state file hold the API token, the database the passwords (0600 each).
   (umask 077 && exec python tests/emulator/serve.py --db "$demo/portal.sqlite" --state-file "$state" "${broker_flag[@]}" \
     > "$demo/emulator.log" 2>&1) &
@@ -74,8 +80,11 @@ stop_emulator() { if kill "$emulator_pid" 2>/dev/null; then wait "$emulator_pid"
 # demo/env.sh: what a new shell needs for the commands printed at the end. The token stays in the state
 # file (mode 0600 in a 0700 directory); env.sh reads it from there, so it is printed nowhere.
 demo_write_env() {
-  local url
+  local url broker_host broker_port
   url="$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["portal_url"])' "$state")"
+  # The emulator's Mosquitto (empty without a broker): docs/rotation.md and docs/device-role.md use them.
+  broker_host="$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("broker_host", ""))' "$state")"
+  broker_port="$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("broker_port", ""))' "$state")"
   mkdir -p "$demo/collections/ansible_collections/isr"
   ln -sfn "$REPO_ROOT" "$demo/collections/ansible_collections/isr/mqtt"
   cat > "$demo/env.sh" <<EOF
@@ -85,6 +94,7 @@ export ANSIBLE_COLLECTIONS_PATH="$demo/collections"
 export ANSIBLE_PYTHON_INTERPRETER="$VENV/bin/python"
 export ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0
 export ISR_PORTAL_URL="$url"
+export ISR_BROKER_HOST="$broker_host" ISR_BROKER_PORT="$broker_port"
 ISR_PORTAL_TOKEN="\$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$state")"
 export ISR_PORTAL_TOKEN
 EOF

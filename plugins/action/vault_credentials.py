@@ -242,12 +242,28 @@ def refuse_foreign_store(path, entries, damaged, vault_id):
 
 @contextlib.contextmanager
 def flocked(path):
-    """Hold an exclusive flock on ``path`` (created 0600 when missing)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold an exclusive flock on ``path`` (created 0600 when missing), removed again before it is unlocked.
+
+    So no empty lock file stays beside the store. A waiter whose flock was granted on a file removed meanwhile
+    (its path now names another file, or none) tries again on the current one.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)  # releases the flock
 
 

@@ -20,7 +20,8 @@ description:
     credential). Without one it fails before writing anything.
   - Unchanged entries keep their ciphertext byte for byte, so a run that receives no new password does not rewrite the file.
   - Writes atomically (temporary file in the same directory, fsync, rename) with mode C(0600), under an exclusive lock
-    (C(PATH.lock)); the store is re-read under the lock, so concurrent runs on one store lose nothing.
+    (C(PATH.lock), removed again when the write is done); the store is re-read under the lock, so concurrent runs on one
+    store lose nothing.
   - Returns every entry of the store in RV(credentials), passwords as vault-encrypted objects, so output at any verbosity
     and fact caches see only ciphertext; templates get the password.
   - Folds the journal C(PATH.journal) (passwords that M(isr.mqtt.mqtt_fleet) journaled vault-encrypted with its option

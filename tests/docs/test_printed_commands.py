@@ -93,6 +93,7 @@ def shell(checkout, tmp_path_factory):
         done = subprocess.run(["bash", "-c", script], cwd=str(checkout), env=dict(env, **extra), capture_output=True,
                               text=True, timeout=900, stdin=subprocess.DEVNULL, check=False)
         out = done.stdout + done.stderr
+        run.stdout = done.stdout  # the printed suggestions, without Python warnings that stderr may add after them
         assert done.returncode == expect_rc, "%s\n--- rc=%s\n%s" % (script, done.returncode, out[-6000:])
         return out
 
@@ -121,10 +122,10 @@ def check_demo_suggestions(shell, checkout, output):
 def test_readme_commands(shell, checkout):
     blocks = bash_blocks((checkout / "README.md").read_text())
     assert blocks[0] == "bash scripts/demo.sh"
-    demo_output = shell(blocks[0], DEMO_DEVICES="2")  # the README's command; a small fleet keeps it quick
+    shell(blocks[0], DEMO_DEVICES="2")  # the README's command; a small fleet keeps it quick
     for name in ("emulator.json", "emulator.log"):  # both hold the API token (issue 24)
         assert oct((checkout / "demo" / name).stat().st_mode & 0o777) == oct(0o600), name
-    check_demo_suggestions(shell, checkout, demo_output)
+    check_demo_suggestions(shell, checkout, shell.stdout)
     assert not (checkout / ".venv").exists()
     for block in blocks[1:]:
         if not_run(block) is None:
@@ -135,8 +136,8 @@ def test_quickstart_and_demo_keep(shell, checkout):
     blocks = bash_blocks((checkout / "docs" / "quickstart.md").read_text())
     runnable = [b for b in blocks if not_run(b) is None and not installs(b)]
     assert runnable[0].startswith("DEMO_KEEP=1") and runnable[1] == SOURCE
-    demo_output = shell(runnable[0])
-    suggested = check_demo_suggestions(shell, checkout, demo_output)
+    shell(runnable[0])
+    suggested = check_demo_suggestions(shell, checkout, shell.stdout)
     assert [STOP] in suggested
     pid = json.loads((checkout / "demo" / "emulator.json").read_text())["pid"]
 
@@ -185,3 +186,43 @@ def test_not_run_blocks_are_still_in_the_docs():
     text = (REPO / "README.md").read_text() + (REPO / "docs" / "quickstart.md").read_text()
     for first in NOT_RUN:
         assert first in text, "%s is no longer in the docs: drop it from NOT_RUN" % first
+
+
+def run_guide(shell, checkout, name, home):
+    """Every bash block of a guide, in order, in one new shell (set -e), as a reader pastes them; the emulator is
+    stopped again even when a block fails."""
+    blocks = bash_blocks((checkout / "docs" / name).read_text())
+    assert blocks[0].startswith("DEMO_KEEP=1") and blocks[-1] == STOP, blocks
+    home.mkdir()
+    try:
+        out = shell(blocks[0])  # the demo keeps the real HOME (its async listener job lives under it)
+        out += shell("set -e\n" + "\n".join(blocks[1:]), HOME=str(home))  # ~/isr-... in a temp home
+    finally:
+        shell(STOP)
+    assert "no demo emulator is running" not in out  # the guide's own STOP found it running
+    assert "Starting the emulator portal" in out or "starting over with a new, empty emulator portal" in out
+    assert token_of(checkout) not in out
+    assert "Run the handlers now" not in out
+    work = next(home.glob("isr-*"))
+    assert not list(work.rglob("*.lock")) and not list(work.rglob("*.masked"))  # nothing left beside store or files
+    assert not (checkout / "demo" / "mqtt_credentials.yml.lock").exists()
+    return out
+
+
+def test_rotation_guide(shell, checkout):
+    home = shell.home / "rotation"
+    out = run_guide(shell, checkout, "rotation.md", home)
+    assert "rotated 0; 0 of 3 devices fail to log in" in out and "rotated 2; 0 of 3 devices fail to log in" in out, out[-5000:]
+    files = sorted((home / "isr-rotation" / "devices").glob("*/mqtt.env"))
+    assert [f.parent.name for f in files] == ["sensor-01", "sensor-02", "sensor-03"]
+    assert "sensor-0" in (home / "isr-rotation" / "mqtt_credentials.yml").read_text()
+
+
+def test_device_role_guide(shell, checkout):
+    home = shell.home / "device-role"
+    out = run_guide(shell, checkout, "device-role.md", home)
+    assert "published" in out and "sensor-01" in out
+    recaps = re.findall(r"^sensor-0\d .*$", out, re.M)
+    assert len(recaps) == 4 and all("failed=0" in r for r in recaps), recaps   # two runs, two devices
+    assert all("changed=0" in r for r in recaps[2:]), recaps                     # the check-mode rerun
+    assert sorted(f.parent.name for f in (home / "isr-devices" / "devices").glob("*/mqtt.env")) == ["sensor-01", "sensor-02"]

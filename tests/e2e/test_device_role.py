@@ -33,8 +33,9 @@ from support import Emulator, ansible_env, bin_path
 VAULT = "device-role-vault-secret"
 HOSTS = ["dev-%02d" % i for i in range(20)]
 FORMATS = dict([(h, "env") for h in HOSTS[:13]] + [("dev-13", "template")] + [(h, "json") for h in HOSTS[14:17]]
-               + [(h, "mosquitto") for h in HOSTS[17:]])
-NAMES = {"env": "mqtt.env", "json": "mqtt.json", "mosquitto": "mosquitto_pub", "template": "device.conf"}
+               + [(h, "mosquitto_client") for h in HOSTS[17:19]] + [("dev-19", "mosquitto")])  # the deprecated name
+NAMES = {"env": "mqtt.env", "json": "mqtt.json", "mosquitto": "mosquitto_pub", "mosquitto_client": "mosquitto_pub",
+         "template": "device.conf"}
 TEMPLATE = """# {{ device_mqtt.label }}: a user template
 host={{ device_mqtt.host }}
 port={{ device_mqtt.port }}
@@ -134,7 +135,7 @@ def parse(path, fmt):
         else:  # mosquitto options: "-X value"
             option, dummy, value = line.partition(" ")
             values[option] = value
-    if fmt == "mosquitto":
+    if fmt in ("mosquitto", "mosquitto_client"):
         return {"host": values["-h"], "port": int(values["-p"]), "client_id": values["-i"], "username": values["-u"],
                 "password": values["-P"], "tls": False}
     values["port"] = int(values["port"])
@@ -294,9 +295,8 @@ def _play(s, mqtt):
 
     kept = {}
     for host in LOST:
-        for path in (s.file(host), s.file(host).parent / (".%s.masked" % s.file(host).name)):
-            kept[path] = path.read_text()
-            path.unlink()
+        kept[s.file(host)] = s.file(host).read_text()
+        s.file(host).unlink()
     s.check = s.run("check", "--check")
     s.lost_after_check = [h for h in LOST if s.file(h).exists()]
     for path, text in kept.items():  # put them back as they were (a run to restore them costs a minute)
@@ -396,7 +396,9 @@ def test_no_password_in_any_output_or_file(scenario):
             if path not in credential_files and name != "vault-pass":
                 with open(path, "rb") as handle:
                     texts.append((path, handle.read().decode("utf-8", "replace")))
-    assert any(MARKER in text for where, text in texts if where.endswith(".masked"))
+    masked = [where for where, text in texts if "isr_mqtt_device_masked" in where and MARKER in text]
+    assert len(masked) == len(HOSTS)                             # the masked renders stay on the controller...
+    assert not [w for w, t in texts if w.endswith(".masked")]    # ...and none lies on a device
     assert any("facts" in where for where, dummy in texts), "the fact cache is empty: the scan would prove less"
     leaks = sorted(set((where, secret[:6] + "...") for where, text in texts for secret in passwords if secret in text))
     print("scanned %d outputs and files for %d passwords: %d leaks" % (len(texts), len(passwords), len(leaks)))
@@ -414,14 +416,13 @@ def test_rotation_playbook_rotates_delivers_and_reports_the_devices_that_still_f
         % (tmp_path, tmp_path, sys.executable, store, portal.info["broker_port"]))
 
     def rotate(labels):
-        cmd = [bin_path("ansible-playbook"), "-i", str(tmp_path / "hosts.ini"),
-               os.path.join(os.path.dirname(__file__), "..", "..", "playbooks", "rotate_devices.yml"),
-               "--vault-id", "fleet@%s" % (tmp_path / "vault-pass"), "-e", json.dumps({"rotate_labels": labels})]
+        cmd = [bin_path("ansible-playbook"), "-i", str(tmp_path / "hosts.ini"), "isr.mqtt.rotate_devices",
+               "--vault-id", "fleet@%s" % (tmp_path / "vault-pass")] + (["-e", json.dumps({"rotate_labels": labels})] if labels is not None else [])
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path), env=ansible_env(portal.env()),
                               timeout=600, check=False)
         return done.returncode, done.stdout + done.stderr
 
-    rc, out = rotate([])
+    rc, out = rotate(None)
     assert rc != 0 and "set rotate_labels" in out and not store.exists()     # nothing done without a batch
     rc, out = rotate(["dev-a"])                                               # provisions both (dev-a: new anyway)
     assert rc != 0 and "1 of 2 devices fail to log in: dev-b bad_credentials" in out, out[-4000:]
@@ -435,3 +436,6 @@ def test_rotation_playbook_rotates_delivers_and_reports_the_devices_that_still_f
     assert mqtt.connect("127.0.0.1", port, new["username"], new["password"], new["client_id"]) == mqtt.OK
     paused = json.loads((tmp_path / "b" / "mqtt.json").read_text())          # delivered, refused while paused
     assert mqtt.connect("127.0.0.1", port, paused["username"], paused["password"]) in mqtt.REFUSED
+    rc, out = rotate([])                                                      # an empty batch: deliver and check again
+    assert rc != 0 and "rotated 0; 1 of 2 devices fail to log in: dev-b bad_credentials" in out, out[-4000:]
+    assert json.loads((tmp_path / "a" / "mqtt.json").read_text()) == new     # nothing rotated

@@ -5,7 +5,7 @@ admin MQTT connection as a command batch on `$CONTROL/dynamic-security/v1`; the 
 `.../response` is matched by `correlationData`. `mosquitto_ctrl` is not used because it
 exits 0 even when a command fails.
 
-ACLs follow the portal (shared/portal-api-facts.md, section 4):
+ACLs follow the portal's documented rules:
   device      publishClientSend {account_id}/{client_id}/# only with allow_publish,
               subscribePattern  {account_id}/{client_id}/# only with allow_subscribe;
   subscriber  subscribePattern  {account_id}/# and nothing else.

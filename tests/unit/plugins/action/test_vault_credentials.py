@@ -3,7 +3,6 @@
 real files in a temp dir; only the task object is a stand-in."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -142,7 +141,7 @@ def test_first_write_encrypts_every_password_and_is_private(store):
     entries = raw_entries(store)
     assert decrypt(entries["dev-1"]["password"]) == "secret-password-1"
     assert entries["dev-2"]["publish_topic"] == "acct/pub-000000000002/"
-    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]  # no temp file left
+    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml"]  # no temp file left
     assert warnings == []
 
 
@@ -267,7 +266,7 @@ def test_failed_write_leaves_the_old_store_and_no_temp_file(store, monkeypatch):
         run_action({"path": str(store), "credentials": {"dev-2": cred(2)}})
     assert "cannot write the credential store %s: No space left on device" % store in str(info.value)
     assert store.read_bytes() == before
-    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]
+    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml"]
 
 
 def test_write_atomic_replaces_a_world_readable_file_with_a_0600_one(tmp_path):
@@ -281,9 +280,7 @@ def test_write_atomic_replaces_a_world_readable_file_with_a_0600_one(tmp_path):
 def test_the_store_is_re_read_under_an_exclusive_lock(store):
     run_action({"path": str(store), "credentials": {"dev-1": cred(1)}})
     outcome = {}
-    lock_fd = os.open(str(store) + ".lock", os.O_RDWR)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another run holds the lock
-    try:
+    with vault_credentials.flocked(str(store) + ".lock"):  # another run holds the lock
         worker = threading.Thread(target=lambda: outcome.update(
             result=run_action({"path": str(store), "credentials": {"dev-2": cred(2)}})[0]))
         worker.start()
@@ -295,12 +292,32 @@ def test_the_store_is_re_read_under_an_exclusive_lock(store):
             "other-1": dict(client_id="pub-o", username="pub-o", password=vault_credentials.Vaulted(
                 VaultLib([FLEET]).encrypt("other-pw", FLEET[1], vault_id="fleet").decode()))}))
         vault_credentials.write_atomic(str(store), run_other)
-    finally:
-        os.close(lock_fd)
     worker.join(10)
     assert not worker.is_alive()
     assert sorted(raw_entries(store)) == ["dev-1", "dev-2", "other-1"]  # nothing lost
     assert outcome["result"]["added"] == ["dev-2"]
+
+
+def test_the_lock_file_is_removed_and_waiters_retry_on_the_new_one(tmp_path):
+    """Each holder removes the lock file before unlocking; a waiter granted the removed file locks the new one."""
+    (tmp_path / "locks").mkdir()
+    lock = str(tmp_path / "locks" / "store.yml.lock")
+    inside, overlaps = [], []
+
+    def hold(name):
+        with vault_credentials.flocked(lock):
+            overlaps.append(len(inside))
+            inside.append(name)
+            time.sleep(0.05)
+            inside.remove(name)
+
+    workers = [threading.Thread(target=hold, args=(n,)) for n in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert overlaps == [0] * 6  # never two holders at once
+    assert os.listdir(str(tmp_path / "locks")) == []
 
 
 def test_check_mode_reports_and_writes_nothing(store):
@@ -593,7 +610,7 @@ def test_the_read_probes_for_space_before_any_request(store, monkeypatch):
         run_action({"path": str(store), "space_for": 500})
     assert "%s cannot be written (No space left on device" % store in str(info.value)
     assert "nothing was sent to the portal" in str(info.value)
-    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml", "credentials.yml.lock"]
+    assert sorted(os.listdir(str(store.parent))) == ["credentials.yml"]
     run_action({"path": str(store)})  # without space_for (a module user's read): no probe
 
 
