@@ -22,6 +22,9 @@ description:
     received. The password is decrypted only where a template uses it.
   - A store or journal that cannot be read fails the run with the path and the fix; an entry whose password is not
     vault ciphertext gives its host no variables (a warning names it).
+  - No store (and no journal) gives no variables, so that a first run of the role, which creates the store, works.
+    A store that served variables earlier in the run and is gone later (deleted or moved away mid-run) fails the run,
+    naming the store: its hosts would otherwise silently lose their credentials.
   - Like every vars plugin of a collection it must be enabled, for example in C(ansible.cfg)
     C([defaults] vars_plugins_enabled = host_group_vars,isr.mqtt.fleet_store).
 options:
@@ -121,6 +124,11 @@ def load(path, secrets):
     cached = _LOADED.get(path)
     if cached is not None and cached[0] == signature:
         return cached[1]
+    if signature[0] is None and cached is not None and cached[0][0] is not None:
+        raise AnsibleParserError(
+                "isr.mqtt.fleet_store: the credential store %s served the hosts' mqtt_* variables earlier in this run and "
+            "is gone now (deleted or moved away); its hosts would get no credentials. Restore the store (a backup, or "
+            "rerun the isr.mqtt.fleet role, which recovers lost passwords by rotation) and run again." % path)
     if signature == (None, None):
         variables = {}
     else:

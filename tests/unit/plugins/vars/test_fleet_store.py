@@ -172,3 +172,18 @@ def test_portal_text_from_the_store_is_never_a_template(tmp_path):
     write_store(path, {"dev-1": dict(cred(1), username="{{ 6 * 7 }}")})
     variables = get_vars(path, [host("dev-1")])
     assert Templar(loader=DataLoader(), variables=variables).template(trust_as_template("{{ mqtt_username }}")) == "{{ 6 * 7 }}"
+
+
+def test_a_store_that_disappears_mid_run_fails_naming_it(store):
+    assert get_vars(store, [host("dev-1")])["mqtt_client_id"] == cred(1)["client_id"]
+    store.unlink()
+    with pytest.raises(AnsibleParserError) as failure:
+        get_vars(store, [host("dev-1")])
+    assert str(store) in str(failure.value) and "is gone now" in str(failure.value)
+
+
+def test_a_store_that_appears_mid_run_is_served(tmp_path):
+    path = tmp_path / "mqtt_credentials.yml"
+    assert get_vars(path, [host("dev-1")]) == {}  # a first run: no store yet
+    write_store(path, {"dev-1": cred(1)})
+    assert get_vars(path, [host("dev-1")])["mqtt_client_id"] == cred(1)["client_id"]
