@@ -126,7 +126,7 @@ def load(path, secrets):
         return cached[1]
     if signature[0] is None and cached is not None and cached[0][0] is not None:
         raise AnsibleParserError(
-                "isr.mqtt.fleet_store: the credential store %s served the hosts' mqtt_* variables earlier in this run and "
+            "isr.mqtt.fleet_store: the credential store %s served the hosts' mqtt_* variables earlier in this run and "
             "is gone now (deleted or moved away); its hosts would get no credentials. Restore the store (a backup, or "
             "rerun the isr.mqtt.fleet role, which recovers lost passwords by rotation) and run again." % path)
     if signature == (None, None):
