@@ -181,7 +181,11 @@ def test_lost_store_is_recovered_by_rotation_without_duplicates(fleet, emulator)
     fleet.run(devices(40))
     fleet.store.unlink()
     emulator.control.reset_counters()
-    fleet.run(devices(40))
+    out = fleet.run(devices(40), expect_rc=2)  # a lost store does not rotate the fleet without being told to
+    assert "%s holds none of the 40 clients" % fleet.store in out and "fleet_recover_missing: force" in out, out[-3000:]
+    assert not fleet.store.exists()
+    assert all(route.startswith("GET ") for route in emulator.control.counters()["by_route"]), emulator.control.counters()
+    fleet.run(devices(40), extra={"fleet_recover_missing": "force"})
     by_route = emulator.control.counters()["by_route"]
     assert by_route.get("POST /api/v1/subscriber/publishers/{client_id}/rotate-credentials") == 40
     assert "POST /api/v1/subscriber/publishers" not in by_route

@@ -150,3 +150,48 @@ def test_three_runs_of_one_fleet_into_three_stores_at_once(ws, emulator):
     assert result["duplicates"] == 0 and result["lost"] == [] and result["portal_clients"] == 60, result
     # the losers' stores hold nothing that could go stale
     assert all(not store.exists() or "dev-" not in store.read_text() for n, store in enumerate(stores) if n not in winners)
+
+
+@pytest.mark.parametrize("emptied", ["", "{}\n", "isr_mqtt_credentials: {}\n"])
+def test_an_emptied_store_fails_before_any_write_and_force_recovers_it(ws, emulator, emptied):
+    fleet = devices(4)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    ws.store.write_text(emptied)
+    emulator.control.reset_counters()
+    out = ws.run(fleet, expect_rc=2)
+    counters = emulator.control.counters()
+    assert "%s holds none of the 4 clients" % ws.store in out and "fleet_recover_missing: force" in out, out[-3000:]
+    assert counters["writes"] == 0 and ws.store.read_text() == emptied
+    out = ws.run(fleet, extra={"fleet_recover_missing": "force"})
+    result = audit(ws, labels)
+    report("store emptied (%r), then force" % emptied, runs=3, duplicates=result["duplicates"], lost=len(result["lost"]),
+           writes_before_force=counters["writes"], recovered=progress_counts(out).get("rotated", 0))
+    assert progress_counts(out).get("rotated") == 4 and result["duplicates"] == 0 and result["lost"] == [], result
+
+
+def test_a_store_that_lost_a_large_share_fails_but_a_few_lost_entries_are_recovered(ws, emulator):
+    fleet = devices(24)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    full = ws.store.read_text()
+    text = full
+    for label in labels[:11]:  # 11 of 24: more than 10 and more than 10%
+        text = drop(text, label)
+    ws.store.write_text(text)
+    emulator.control.reset_counters()
+    out = ws.run(fleet, expect_rc=2)
+    assert "11 of the 24 clients of this fleet on the portal have no password in the credential store %s" % ws.store in out, out[-3000:]
+    assert emulator.control.counters()["writes"] == 0
+    ws.store.write_text(drop(drop(full, labels[0]), labels[1]))  # two lost entries: recovered as before
+    out = ws.run(fleet)
+    result = audit(ws, labels)
+    assert progress_counts(out).get("rotated") == 2 and result["lost"] == [] and result["duplicates"] == 0, result
+
+
+def drop(text, label):
+    """The store text without ``label``'s entry."""
+    lines = text.splitlines(True)
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(json.dumps(label) + ":"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("  \"")), len(lines))
+    return "".join(lines[:start] + lines[end:])
