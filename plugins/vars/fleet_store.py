@@ -25,7 +25,7 @@ description:
     by hand), gives its host no variables (a warning names it).
   - No store (and no journal) gives no variables, so that a first run of the role, which creates the store, works.
     A store that served variables earlier in the run and is gone later (deleted or moved away mid-run) fails the run,
-    naming the store: its hosts would otherwise silently lose their credentials.
+    naming the store, since its hosts would otherwise silently lose their credentials.
   - Like every vars plugin of a collection it must be enabled, for example in C(ansible.cfg)
     C([defaults] vars_plugins_enabled = host_group_vars,isr.mqtt.fleet_store).
 options:

@@ -167,14 +167,31 @@ def test_pause_subset_purge_and_rotate_by_age(fleet, emulator):
                                         'history_topic_prefix: "%s"\n    rotated_at: "2000-01-01T00:00:00Z"' % (
                                             entries["dev-0010"]["client_id"], entries["dev-0010"]["username"],
                                             entries["dev-0010"]["publish_topic"], entries["dev-0010"]["history_topic_prefix"])))
+    reseal(fleet.store, "dev-0010")  # an edit by hand would be damaged (and recovered): this is the age rule's test
     previous = fleet.entries()["dev-0010"]["password"]
     emulator.control.reset_counters()
-    fleet.run(wanted[:25], extra={"fleet_password_max_age_days": 30})
+    out = fleet.run(wanted[:25], extra={"fleet_password_max_age_days": 30})
+    assert "integrity check" not in out
     assert emulator.control.counters()["by_route"].get("POST /api/v1/subscriber/publishers/{client_id}/rotate-credentials") == 1
     entry = fleet.entries()["dev-0010"]
     assert entry["password"] != previous and entry["rotated_at"] != "2000-01-01T00:00:00Z"
     assert not emulator.control.verify(entry["username"], previous)["ok"]
     fleet.assert_store_matches_portal([d["label"] for d in wanted[5:25]])  # paused clients cannot log in
+
+
+def reseal(store, label):
+    """Give ``label``'s entry a valid integrity check again after a test changed a field (as the role would)."""
+    from ansible.parsing.vault import VaultSecret
+    from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer, salt_of
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
+    text = store.read_text()
+    entry = yaml.load(text, Loader=Loader)["isr_mqtt_credentials"][label]  # nosec: SafeLoader + !vault
+    secret = VaultSecret(VAULT_PASSWORD.encode())
+    check = Sealer([("fleet", secret)], secret, salt_of(entry["check"])).seal(label, entry)
+    store.write_text(text.replace('check: "%s"' % entry["check"], 'check: "%s"' % check))
 
 
 def test_lost_store_is_recovered_by_rotation_without_duplicates(fleet, emulator):
