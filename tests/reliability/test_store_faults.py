@@ -195,3 +195,63 @@ def drop(text, label):
     start = next(i for i, line in enumerate(lines) if line.strip().startswith(json.dumps(label) + ":"))
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("  \"")), len(lines))
     return "".join(lines[:start] + lines[end:])
+
+
+def set_field(text, label, field, value):
+    """The store text with ``field`` of ``label``'s entry replaced by the JSON scalar of ``value``."""
+    start = text.index(json.dumps(label) + ":")
+    line = text.index("    %s: " % field, start)
+    return text[:line] + "    %s: %s" % (field, json.dumps(value)) + text[text.index("\n", line):]
+
+
+def test_edited_plain_fields_are_named_and_recovered_by_rotation(ws, emulator):
+    fleet = devices(8)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    entries = ws.entries()
+    edits = {"dev-0001": ("username", "pub-ffffffffffff"), "dev-0002": ("client_id", entries["dev-0003"]["client_id"]),
+             "dev-0004": ("history_topic_prefix", "acct/elsewhere"), "dev-0005": ("publish_topic", "acct/elsewhere/"),
+             "dev-0006": ("rotated_at", "2099-01-01T00:00:00Z")}
+    text = ws.store.read_text()
+    for label, (field, value) in edits.items():
+        text = set_field(text, label, field, value)
+    ws.store.write_text(text)
+    assert "dev-0001" in [label for label, dummy in audit(ws, labels)["lost"]]  # the edit is real: dev-0001 cannot log in
+    emulator.control.reset_counters()
+    out = ws.run(fleet)
+    by_route = emulator.control.counters()["by_route"]
+    result = audit(ws, labels)
+    report("store plain fields edited (username, client_id, topics, rotated_at)", runs=2, duplicates=result["duplicates"],
+           lost=len(result["lost"]), stale=result["stale"], recovered=by_route.get(ROTATE, 0))
+    for label in edits:
+        assert "%s: its fields or password do not match its integrity check" % label in out, out[-3000:]
+    assert by_route.get(ROTATE, 0) == 5 == progress_counts(out).get("rotated"), by_route
+    assert result["duplicates"] == 0 and result["lost"] == [] and result["stored"] == 8, result
+    stored = ws.entries()
+    assert all(stored[label][field] != value for label, (field, value) in edits.items())
+    assert progress_counts(ws.run(fleet)) == {}  # sealed again: the next run has nothing to do
+
+
+def test_a_flipped_digit_in_a_journal_record_is_named_and_recovered(ws, emulator):
+    fleet = devices(4)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    # A run that journaled a rotation and was stopped before it stored it (as a kill would leave it).
+    (ws.dir / "journal_only.yml").write_text(
+        "- name: Rotate into the journal only\n  hosts: localhost\n  gather_facts: false\n  connection: local\n  tasks:\n"
+        "    - name: Rotate\n      isr.mqtt.mqtt_fleet:\n        clients: %s\n        rotate: [dev-0002]\n"
+        "        journal: %s.journal\n        return_password: ciphertext\n        return_credentials: not_journaled\n"
+        "      no_log: true\n" % (json.dumps(fleet), ws.store))
+    ws.run(playbook="journal_only.yml")
+    journal = ws.store.parent / (ws.store.name + ".journal")
+    record = json.loads(journal.read_text())
+    digit = record["client_id"][-1]
+    record["client_id"] = record["client_id"][:-1] + ("1" if digit != "1" else "2")
+    journal.write_text(json.dumps(record) + "\n")
+    emulator.control.reset_counters()
+    out = ws.run(fleet)
+    result = audit(ws, labels)
+    report("journal record with a flipped digit", runs=3, duplicates=result["duplicates"], lost=len(result["lost"]),
+           recovered=progress_counts(out).get("rotated", 0))
+    assert "dev-0002: its fields or password do not match its integrity check" in out, out[-3000:]
+    assert progress_counts(out).get("rotated") == 1 and result["lost"] == [] and result["duplicates"] == 0, result
