@@ -281,6 +281,14 @@ rotated_elsewhere:
   type: list
   elements: str
   sample: [site-alpha-03]
+missing:
+  description:
+    - Labels of the fleet's clients on the portal that O(known_labels) lacks, when O(recover_missing=true) refused to
+      rotate them because the store looks lost (nothing was changed).
+  returned: when O(recover_missing) refused a lost store
+  type: list
+  elements: str
+  sample: [site-alpha-01, site-alpha-02]
 requests:
   description: HTTP requests sent to the portal by this run (list pages included).
   returned: always
