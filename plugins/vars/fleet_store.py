@@ -146,8 +146,8 @@ def load(path, secrets):
     if signature[0] is None and cached is not None and cached[0][0] is not None:
         raise AnsibleParserError(
             "isr.mqtt.fleet_store: the credential store %s served the hosts' mqtt_* variables earlier in this run and "
-            "is gone now (deleted or moved away); its hosts would get no credentials. Restore the store (a backup, or "
-            "rerun the isr.mqtt.fleet role, which recovers lost passwords by rotation) and run again." % path)
+            "is gone now (deleted or moved away); its hosts would get no credentials. Restore the store (from a backup; "
+            "if it is lost for good, run the isr.mqtt.fleet role with fleet_recover_missing: force) and run again." % path)
     if signature == (None, None):
         variables = {}
     else:

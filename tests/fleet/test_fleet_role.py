@@ -349,6 +349,22 @@ def test_vars_plugin_fails_on_a_damaged_store_before_any_request(fleet, emulator
     assert emulator.control.counters()["total"] == 0
 
 
+def test_vars_plugin_fails_naming_the_store_when_it_disappears_mid_run(fleet, emulator, tmp_path):
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[devices]\nhost00\n[devices:vars]\nansible_connection=local\n")
+    env = {"ANSIBLE_VARS_ENABLED": "host_group_vars,isr.mqtt.fleet_store", "ISR_MQTT_FLEET_STORE": str(fleet.store)}
+    fleet.run(playbook="hosts_vars.yml", inventory=str(inventory), env=env)
+    (tmp_path / "vanish.yml").write_text(
+        "- name: Use the served credential, lose the store, use it again\n  hosts: devices\n  gather_facts: false\n  tasks:\n"
+        "    - name: Served\n      ansible.builtin.assert:\n        that: mqtt_username | length > 0\n"
+        "    - name: The store goes away\n      ansible.builtin.file:\n        path: %s\n        state: absent\n"
+        "      delegate_to: localhost\n"
+        "    - name: Served again?\n      ansible.builtin.debug:\n        msg: \"{{ mqtt_username | default('none') }}\"\n" % fleet.store)
+    out = fleet.run(playbook="vanish.yml", inventory=str(inventory), env=env, expect_rc=None)  # rc 4 on 2.19
+    assert "isr.mqtt.fleet_store: the credential store %s served" % fleet.store in out and "is gone now" in out, out[-3000:]
+    assert "ok: [host00] => {\n    \"msg\": \"none\"" not in out
+
+
 def test_include_vars_of_the_store_yields_the_password(fleet, emulator, tmp_path):
     fleet.run(devices(2))
     (tmp_path / "read.yml").write_text(
