@@ -31,6 +31,7 @@ from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCi
 from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import InProcessModule, ModuleDone
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import JOURNAL_SUFFIX, Journal
 from ansible_collections.isr.mqtt.plugins.plugin_utils._password_sink import PasswordSinkAction
+from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import _EncryptedString, pick_secret, vault_object
 
 WAIT_LINE_EVERY = 50.0  # seconds between two rate-limit progress lines (at least one a minute)
@@ -151,9 +152,10 @@ class ActionModule(PasswordSinkAction):
         secrets, vault_id = vault
         sid, secret = pick_secret(secrets, vault_id, journal.path)
         vaultlib = VaultLib(secrets)
+        sealer = Sealer(secrets, secret)  # the integrity check of each record's fields (a salt of its own per run)
 
         def keep_password(label, credential):
             ciphertext = to_text(vaultlib.encrypt(to_text(credential["password"]), secret, vault_id=sid))
-            journal.password(label, credential, ciphertext)
+            journal.password(label, credential, ciphertext, sealer)
             journaled[label] = ciphertext  # the module's result keeps the plaintext until run_module seals it
         return keep_password

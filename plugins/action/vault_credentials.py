@@ -48,6 +48,7 @@ from ansible_collections.isr.mqtt.plugins.module_utils._plan import type_name
 from ansible_collections.isr.mqtt.plugins.plugin_utils._checked import CheckedCiphertexts, compact as _compact
 from ansible_collections.isr.mqtt.plugins.plugin_utils._in_process import no_dumps_here
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
+from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer, has_checks, integrity_problems, reseal, store_salt
 from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS, STORE_KEY, _StoreLoader, read_store
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import (
     PARALLEL_ENCRYPT_MIN, Vaulted, _EncryptedString, ciphertext_of, encrypt_many, loaded_secrets, pick_secret, vault_id_of,
@@ -78,6 +79,8 @@ def _store_body(entries, labels):
         lines.append("  %s:" % _quote(label))
         for field in FIELDS:
             lines.append("    %s: %s" % (field, _quote(entry.get(field))))
+        if entry.get("check") is not None:
+            lines.append("    check: %s" % _quote(entry["check"]))
         password = entry.get("password")
         if password is None:
             lines.append("    password: null")
@@ -103,7 +106,7 @@ def check_round_trip(text, entries):
     bad = sorted(set(entries) ^ set(parsed), key=repr)
     for label in set(entries) & set(parsed):
         want, got = entries[label], parsed[label] or {}
-        if any(got.get(f) != (None if want.get(f) is None else to_text(want.get(f))) for f in FIELDS) or \
+        if any(got.get(f) != (None if want.get(f) is None else to_text(want.get(f))) for f in FIELDS + ("check",)) or \
                 _compact(got.get("password")) != _compact(want.get("password")):
             bad.append(label)
     return bad
@@ -423,6 +426,10 @@ class ActionModule(ActionBase):
         # Re-read under the lock: a concurrent run may have written since our caller read it.
         with (contextlib.nullcontext() if self._task.check_mode else flocked(path + ".lock")):
             entries = read_store(path)
+            # A store written before entries had integrity checks (none has one): its entries are accepted once and
+            # sealed when it is written. In a store that has checks, an entry without one was added by hand.
+            legacy_ok = not has_checks(entries)
+            sealer = Sealer(secrets, secret, store_salt(entries))
             # Passwords journaled by mqtt_fleet as they arrived (a run that was killed, or this run's): folded in
             # first, then checked like every other entry.
             journal = journal_path(path)
@@ -438,13 +445,17 @@ class ActionModule(ActionBase):
                     if label not in tried:
                         break
                 refuse_foreign_store(path, entries, tried, vault_id)
-                damaged = {}
+                damaged, unsealed = {}, []
             else:
                 checked = CheckedCiphertexts(path, secret)
                 damaged = inspect_entries(vault, entries, checked=checked)
                 refuse_foreign_store(path, entries, damaged, vault_id)
                 if not self._task.check_mode:
                     checked.save(entries[label]["password"] for label in _vaulted_labels(entries) if label not in damaged)
+                # An edited username, client_id, topic or rotated_at (or a record of the journal) is damaged like a
+                # password that does not decrypt: left out, so that the fleet role rotates it.
+                damaged.update(integrity_problems(sealer, entries, [label for label in sorted(entries) if label not in damaged], legacy_ok))
+                unsealed = [label for label in sorted(entries) if label not in damaged and entries[label].get("check") is None]
             added, updated, removed, skipped, pending = [], [], [], [], []
             for label in sorted(remove):
                 if label in entries and label not in incoming:
@@ -475,8 +486,9 @@ class ActionModule(ActionBase):
             for (label, new, dummy), ciphertext in zip(pending, ciphertexts):
                 entries[label] = dict(new, password=ciphertext)
 
-            changed = bool(added or updated or removed or folded)
+            changed = bool(added or updated or removed or folded or unsealed)
             if changed and not self._task.check_mode:
+                reseal(sealer, entries, set(added + updated), legacy_ok, damaged)
                 write_store(path, entries)
             if journal_read and not self._task.check_mode:
                 os.unlink(journal)  # only once the store holds every record
@@ -486,6 +498,11 @@ class ActionModule(ActionBase):
                 "isr.mqtt.vault_credentials: %d entries of %s cannot be used and are left out of 'credentials' (the fleet "
                 "role recovers them by rotation when fleet_recover_missing is on): %s"
                 % (len(damaged), path, "; ".join("%s: %s" % (label, why) for label, why in sorted(damaged.items()))))
+        if unsealed:
+            self._display.warning(
+                "isr.mqtt.vault_credentials: %d entries of %s have no integrity check (written by an older version of "
+                "isr.mqtt); accepted this once, and %s" % (len(unsealed), path, "would be sealed (check mode)"
+                                                           if self._task.check_mode else "sealed now"))
         if skipped:
             self._display.warning("isr.mqtt.vault_credentials: no password given for %s; those entries were left as they were"
                                   % ", ".join(skipped))

@@ -92,9 +92,13 @@ options:
     default: []
   recover_missing:
     description:
-      - Recover (rotate) every existing client in O(clients) whose label is not in O(known_labels), that is, whose
-        password the caller does not hold. Requires O(known_labels).
-    type: bool
+      - V(true) recovers (rotates) every existing client in O(clients) whose label is not in O(known_labels), that is,
+        whose password the caller does not hold. Requires O(known_labels).
+      - A lost store must not rotate the whole fleet (every delivered password would stop working), so V(true) fails
+        before any write when the portal holds clients of O(clients) and O(known_labels) holds none of them (an
+        emptied, deleted or C({}) store), or when more than 10 of them and more than 10% are missing.
+      - V(force) recovers them anyway (a store that is lost for good); V(false) recovers none.
+    type: raw
     default: false
   known_labels:
     description:
@@ -320,6 +324,14 @@ rotated_elsewhere:
   type: list
   elements: str
   sample: [site-alpha-03]
+missing:
+  description:
+    - Labels of the fleet's clients on the portal that O(known_labels) lacks, when O(recover_missing=true) refused to
+      rotate them because the store looks lost (nothing was changed).
+  returned: when O(recover_missing) refused a lost store
+  type: list
+  elements: str
+  sample: [site-alpha-01, site-alpha-02]
 requests:
   description: HTTP requests sent to the portal by this run (list pages included).
   returned: always
@@ -360,6 +372,7 @@ from ansible_collections.isr.mqtt.plugins.module_utils._run_guard import GuardEr
 
 ITEM_KEYS = ("label", "allow_publish", "allow_subscribe", "paused")
 MAX_PARALLEL = 32
+LOST_MIN = 10  # recover_missing: more missing clients than this (and than 10% of the fleet's) look like a lost store
 
 
 def parse_clients(items):
@@ -659,6 +672,34 @@ def public(action):
     return dict(action, fields=dict(action.get("fields") or {}))
 
 
+def recover_missing_mode(value):
+    """(False | True | "force", error) of the recover_missing option (a bool, a bool string, or "force")."""
+    if isinstance(value, str) and value.strip().lower() == "force":
+        return "force", None
+    try:
+        return boolean(value, strict=True), None
+    except TypeError:
+        return False, "recover_missing must be true, false or force, got %r" % (value,)
+
+
+def refuse_lost_store(module, store, existing, missing, known):
+    """Fail before any write when recovering ``missing`` (labels on the portal without a stored password) looks like
+    a lost store rather than a few lost entries: each rotation stops a delivered password from working."""
+    if not missing or (len(missing) < existing and len(missing) <= max(LOST_MIN, existing // 10)):
+        return
+    where = "the credential store %s" % store if store else "known_labels"
+    if len(missing) == existing:
+        seen = "%s holds none of the %d clients of this fleet on the portal (%d labels known)" % (where, existing, known)
+    else:
+        seen = "%d of the %d clients of this fleet on the portal have no password in %s" % (len(missing), existing, where)
+    module.fail_json(
+        msg="%s: recovering them would rotate every one and stop each delivered password from working, so nothing was "
+            "changed. If the store was moved, emptied or deleted by mistake, restore it and rerun; if those passwords are "
+            "lost for good, rerun with recover_missing: force (role: fleet_recover_missing: force) to rotate them. "
+            "Missing: %s" % (seen, ", ".join(sorted(missing)[:20]) + (" ..." if len(missing) > 20 else "")),
+        missing=sorted(missing), changed=False)
+
+
 def main(module_class=AnsibleModule):
     """The module; the action plugin runs the same code in the controller's worker with another module_class."""
     argument_spec = portal_argument_spec()
@@ -670,7 +711,7 @@ def main(module_class=AnsibleModule):
         purge_max=dict(type="int", default=10),
         rotate=dict(type="list", elements="str", default=[]),
         recover=dict(type="list", elements="str", default=[]),
-        recover_missing=dict(type="bool", default=False),
+        recover_missing=dict(type="raw", default=False),
         known_labels=dict(type="list", elements="str", no_log=False),
         known_rotated_at=dict(type="dict", default={}),
         keep_labels=dict(type="list", elements="str", default=[], no_log=False),
@@ -719,7 +760,10 @@ def main(module_class=AnsibleModule):
                     errors.append(problem)
     if params["purge_max"] < 0:
         errors.append("purge_max must be 0 (delete nothing) or more, got %d" % params["purge_max"])
-    if params["recover_missing"] and params["known_labels"] is None:
+    recover_missing, error = recover_missing_mode(params["recover_missing"])
+    if error:
+        errors.append(error)
+    if recover_missing and params["known_labels"] is None:
         errors.append("recover_missing needs known_labels: the labels whose password you hold (may be an empty list)")
     labels = set(item["label"] for item in desired)
     for option in ("rotate", "recover"):
@@ -746,9 +790,11 @@ def main(module_class=AnsibleModule):
                          client_ids=sorted(row["client_id"] for found in near.values() for row in found))
 
     recover, elsewhere = set(params["recover"]), []
-    if params["recover_missing"]:
+    if recover_missing:
         known = set(params["known_labels"])
         missing = sorted(set(row["label"] for row in rows if row["label"] in labels and row["label"] not in known))
+        if recover_missing != "force":
+            refuse_lost_store(module, params["store"], len([row for row in rows if row["label"] in labels]), missing, len(known))
         if missing:
             module.warn("Rotating %d clients whose password the caller does not hold (recover_missing): %s. If another "
                         "credential store (another controller or lock directory) holds them, its passwords stop working: "

@@ -33,6 +33,11 @@ description:
     vault secret. A damaged entry (truncated, altered, C(password) null) is named in RV(damaged), left out of
     RV(credentials) and warned about, so that M(isr.mqtt.mqtt_fleet) with C(recover_missing) rotates it. When no vaulted
     entry decrypts (the store was written with another vault password), it fails naming the vault id the store needs.
+  - Each entry carries C(check), an integrity check of its label, plain fields (C(client_id), C(username), the topics,
+    C(rotated_at)) and password ciphertext, keyed with the vault secret (HMAC-SHA256, key by PBKDF2 with the salt in
+    the check); journal records carry one too. Reading treats an entry (or journal record) whose fields were edited as
+    damaged, like a password that does not decrypt; checking costs no decryption. An entry without a check is accepted
+    only in a store written by an earlier version (no entry has one), once, with a warning, and sealed in the same read.
   - Before it replaces the store, renders it, reads it back and compares; a store that would not read back as written
     is never written (the old one is kept). A failed write (disk full, read-only) names the path.
 author:

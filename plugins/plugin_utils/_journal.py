@@ -53,10 +53,13 @@ class Journal(object):
             os.write(self._fd, line)
             os.fsync(self._fd)
 
-    def password(self, label, credential, ciphertext):
-        """Journal one received password (``ciphertext``: its vault envelope) with the credential's fields."""
+    def password(self, label, credential, ciphertext, sealer=None):
+        """Journal one received password (``ciphertext``: its vault envelope) with the credential's fields;
+        ``sealer`` (a _seal.Sealer) adds the integrity check that the entry folded from the record will carry."""
         record = dict((field, credential.get(field)) for field in FIELDS)
         record.update(label=label, password_vault=to_text(ciphertext))
+        if sealer is not None:
+            record["check"] = sealer.seal(label, dict(record, password=record["password_vault"]))
         self.append(record)
 
     def removed(self, labels):
@@ -112,6 +115,8 @@ def fold(entries, records):
             continue
         entry = dict((field, None if record.get(field) is None else to_text(record[field])) for field in FIELDS)
         entry["password"] = Vaulted(record["password_vault"])
+        if record.get("check") is not None:
+            entry["check"] = to_text(record["check"])  # verified with the store's entries (see _seal)
         if entries.get(label) != entry:
             entries[label] = entry
             changed.append(label)

@@ -21,7 +21,11 @@ description:
   - The store is read again whenever it or its journal changes, so tasks after the role see the passwords it
     received. The password is decrypted only where a template uses it.
   - A store or journal that cannot be read fails the run with the path and the fix; an entry whose password is not
-    vault ciphertext gives its host no variables (a warning names it).
+    vault ciphertext, or whose fields do not match its integrity check (a C(username), C(client_id) or topic edited
+    by hand), gives its host no variables (a warning names it).
+  - No store (and no journal) gives no variables, so that a first run of the role, which creates the store, works.
+    A store that served variables earlier in the run and is gone later (deleted or moved away mid-run) fails the run,
+    naming the store, since its hosts would otherwise silently lose their credentials.
   - Like every vars plugin of a collection it must be enabled, for example in C(ansible.cfg)
     C([defaults] vars_plugins_enabled = host_group_vars,isr.mqtt.fleet_store).
 options:
@@ -67,7 +71,7 @@ import os
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.inventory.host import Host
 from ansible.module_utils.common.text.converters import to_bytes
-from ansible.parsing.vault import is_encrypted
+from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.vars import BaseVarsPlugin
 from ansible.template import Templar
 from ansible.utils.display import Display
@@ -75,6 +79,7 @@ from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import no_core_dumps
 from ansible_collections.isr.mqtt.plugins.plugin_utils._journal import fold, journal_path, read_journal
+from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer, has_checks, integrity_problems
 from ansible_collections.isr.mqtt.plugins.plugin_utils._store import FIELDS, read_store
 from ansible_collections.isr.mqtt.plugins.plugin_utils._vault import loaded_secrets, vault_object
 
@@ -98,12 +103,28 @@ def _signature(path):
     return one(path), one(journal_path(path))
 
 
-def host_variables(entries, secrets, path):
+def edited_entries(entries, secrets, legacy_ok):
+    """{label: why} of the entries whose integrity check fails with this run's vault secrets (see _seal)."""
+    if not secrets:
+        return {}  # nothing can be checked (nor decrypted)
+    labels = [label for label, entry in entries.items() if isinstance(entry, dict) and entry.get("password")]
+    problems = integrity_problems(Sealer(secrets), entries, labels, legacy_ok)
+    if problems and len(problems) == len(labels):
+        # Every check fails: edited, or another vault secret than the store's? One decryption tells.
+        try:
+            VaultLib(secrets).decrypt(to_bytes(entries[labels[0]]["password"]))
+        except Exception:  # another secret: the passwords will not decrypt either, and say so where they are used
+            return {}
+    return problems
+
+
+def host_variables(entries, secrets, path, legacy_ok=True):
     """{label: {mqtt_<field>: value, mqtt_password: vault object}} for the usable entries of a folded store."""
     out, unusable = {}, []
+    edited = edited_entries(entries, secrets, legacy_ok)
     for label, entry in entries.items():
         password = entry.get("password") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or (password is not None and not is_encrypted(to_bytes(password))):
+        if not isinstance(entry, dict) or (password is not None and not is_encrypted(to_bytes(password))) or label in edited:
             unusable.append(str(label))
             continue
         variables = dict(("mqtt_" + field, entry.get(field)) for field in FIELDS)
@@ -111,8 +132,9 @@ def host_variables(entries, secrets, path):
         variables["mqtt_password"] = vault_object(password, secrets) if password is not None else None
         out[str(label)] = variables
     if unusable:
-        display.warning("isr.mqtt.fleet_store: the entries %s of %s have no vault-encrypted password; their hosts get no "
-                        "mqtt_* variables (a run of the isr.mqtt.fleet role recovers them)" % (", ".join(sorted(unusable)), path))
+        display.warning("isr.mqtt.fleet_store: the entries %s of %s have no vault-encrypted password or do not match their "
+                        "integrity check (edited by hand?); their hosts get no mqtt_* variables (a run of the isr.mqtt.fleet "
+                        "role recovers them)" % (", ".join(sorted(unusable)), path))
     return out
 
 
@@ -122,15 +144,21 @@ def load(path, secrets):
     cached = _LOADED.get(path)
     if cached is not None and cached[0] == signature:
         return cached[1]
+    if signature[0] is None and cached is not None and cached[0][0] is not None:
+        raise AnsibleParserError(
+            "isr.mqtt.fleet_store: the credential store %s served the hosts' mqtt_* variables earlier in this run and "
+            "is gone now (deleted or moved away); its hosts would get no credentials. Restore the store (from a backup; "
+            "if it is lost for good, run the isr.mqtt.fleet role with fleet_recover_missing: force) and run again." % path)
     if signature == (None, None):
         variables = {}
     else:
         try:
             entries = read_store(path)
+            legacy_ok = not has_checks(entries)  # as isr.mqtt.vault_credentials judges it
             fold(entries, read_journal(journal_path(path)))
         except AnsibleError as exc:
             raise AnsibleParserError("isr.mqtt.fleet_store: %s" % exc.message)
-        variables = host_variables(entries, secrets, path)
+        variables = host_variables(entries, secrets, path, legacy_ok)
     _LOADED[path] = (signature, variables)
     return variables
 

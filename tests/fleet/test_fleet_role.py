@@ -167,9 +167,11 @@ def test_pause_subset_purge_and_rotate_by_age(fleet, emulator):
                                         'history_topic_prefix: "%s"\n    rotated_at: "2000-01-01T00:00:00Z"' % (
                                             entries["dev-0010"]["client_id"], entries["dev-0010"]["username"],
                                             entries["dev-0010"]["publish_topic"], entries["dev-0010"]["history_topic_prefix"])))
+    reseal(fleet.store, "dev-0010")  # an edit by hand would be damaged (and recovered): this is the age rule's test
     previous = fleet.entries()["dev-0010"]["password"]
     emulator.control.reset_counters()
-    fleet.run(wanted[:25], extra={"fleet_password_max_age_days": 30})
+    out = fleet.run(wanted[:25], extra={"fleet_password_max_age_days": 30})
+    assert "integrity check" not in out
     assert emulator.control.counters()["by_route"].get("POST /api/v1/subscriber/publishers/{client_id}/rotate-credentials") == 1
     entry = fleet.entries()["dev-0010"]
     assert entry["password"] != previous and entry["rotated_at"] != "2000-01-01T00:00:00Z"
@@ -177,11 +179,30 @@ def test_pause_subset_purge_and_rotate_by_age(fleet, emulator):
     fleet.assert_store_matches_portal([d["label"] for d in wanted[5:25]])  # paused clients cannot log in
 
 
+def reseal(store, label):
+    """Give ``label``'s entry a valid integrity check again after a test changed a field (as the role would)."""
+    from ansible.parsing.vault import VaultSecret
+    from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer, salt_of
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
+    text = store.read_text()
+    entry = yaml.load(text, Loader=Loader)["isr_mqtt_credentials"][label]  # nosec: SafeLoader + !vault
+    secret = VaultSecret(VAULT_PASSWORD.encode())
+    check = Sealer([("fleet", secret)], secret, salt_of(entry["check"])).seal(label, entry)
+    store.write_text(text.replace('check: "%s"' % entry["check"], 'check: "%s"' % check))
+
+
 def test_lost_store_is_recovered_by_rotation_without_duplicates(fleet, emulator):
     fleet.run(devices(40))
     fleet.store.unlink()
     emulator.control.reset_counters()
-    fleet.run(devices(40))
+    out = fleet.run(devices(40), expect_rc=2)  # a lost store does not rotate the fleet without being told to
+    assert "%s holds none of the 40 clients" % fleet.store in out and "fleet_recover_missing: force" in out, out[-3000:]
+    assert not fleet.store.exists()
+    assert all(route.startswith("GET ") for route in emulator.control.counters()["by_route"]), emulator.control.counters()
+    fleet.run(devices(40), extra={"fleet_recover_missing": "force"})
     by_route = emulator.control.counters()["by_route"]
     assert by_route.get("POST /api/v1/subscriber/publishers/{client_id}/rotate-credentials") == 40
     assert "POST /api/v1/subscriber/publishers" not in by_route
@@ -326,6 +347,22 @@ def test_vars_plugin_fails_on_a_damaged_store_before_any_request(fleet, emulator
                     env={"ANSIBLE_VARS_ENABLED": "host_group_vars,isr.mqtt.fleet_store", "ISR_MQTT_FLEET_STORE": str(fleet.store)})
     assert "isr.mqtt.fleet_store: the credential store %s is not valid YAML" % fleet.store in out, out[-3000:]
     assert emulator.control.counters()["total"] == 0
+
+
+def test_vars_plugin_fails_naming_the_store_when_it_disappears_mid_run(fleet, emulator, tmp_path):
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[devices]\nhost00\n[devices:vars]\nansible_connection=local\n")
+    env = {"ANSIBLE_VARS_ENABLED": "host_group_vars,isr.mqtt.fleet_store", "ISR_MQTT_FLEET_STORE": str(fleet.store)}
+    fleet.run(playbook="hosts_vars.yml", inventory=str(inventory), env=env)
+    (tmp_path / "vanish.yml").write_text(
+        "- name: Use the served credential, lose the store, use it again\n  hosts: devices\n  gather_facts: false\n  tasks:\n"
+        "    - name: Served\n      ansible.builtin.assert:\n        that: mqtt_username | length > 0\n"
+        "    - name: The store goes away\n      ansible.builtin.file:\n        path: %s\n        state: absent\n"
+        "      delegate_to: localhost\n"
+        "    - name: Served again?\n      ansible.builtin.debug:\n        msg: \"{{ mqtt_username | default('none') }}\"\n" % fleet.store)
+    out = fleet.run(playbook="vanish.yml", inventory=str(inventory), env=env, expect_rc=None)  # rc 4 on 2.19
+    assert "isr.mqtt.fleet_store: the credential store %s served" % fleet.store in out and "is gone now" in out, out[-3000:]
+    assert "ok: [host00] => {\n    \"msg\": \"none\"" not in out
 
 
 def test_include_vars_of_the_store_yields_the_password(fleet, emulator, tmp_path):

@@ -284,6 +284,8 @@ def _run(tmp_path, emu, record):
         extra = "out=%s modstore=%s carestore=%s fleet_store=%s run_no=%d control_url=%s" % (
             out, run_dir / "store" / "modules.yml", run_dir / "store" / "careless.yml", run_dir / "store" / store,
             run_no, emu.info["control_url"])
+        if run_no == 2:
+            extra += " fleet_recover_missing=force"  # a fresh store recovering the whole fleet is refused unless forced
         cmd = [bin_path("ansible-playbook"), "-i", str(run_dir / "hosts.ini"), str(run_dir / "site.yml")] + options + [
             "--vault-id", "fleet@%s" % (run_dir / "vault-pass"), "-e", "@%s" % (run_dir / "token.yml"), "-e", extra]
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=str(run_dir), env=dict(env, **callbacks),

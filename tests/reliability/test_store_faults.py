@@ -150,3 +150,108 @@ def test_three_runs_of_one_fleet_into_three_stores_at_once(ws, emulator):
     assert result["duplicates"] == 0 and result["lost"] == [] and result["portal_clients"] == 60, result
     # the losers' stores hold nothing that could go stale
     assert all(not store.exists() or "dev-" not in store.read_text() for n, store in enumerate(stores) if n not in winners)
+
+
+@pytest.mark.parametrize("emptied", ["", "{}\n", "isr_mqtt_credentials: {}\n"])
+def test_an_emptied_store_fails_before_any_write_and_force_recovers_it(ws, emulator, emptied):
+    fleet = devices(4)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    ws.store.write_text(emptied)
+    emulator.control.reset_counters()
+    out = ws.run(fleet, expect_rc=2)
+    counters = emulator.control.counters()
+    assert "%s holds none of the 4 clients" % ws.store in out and "fleet_recover_missing: force" in out, out[-3000:]
+    assert counters["writes"] == 0 and ws.store.read_text() == emptied
+    out = ws.run(fleet, extra={"fleet_recover_missing": "force"})
+    result = audit(ws, labels)
+    report("store emptied (%r), then force" % emptied, runs=3, duplicates=result["duplicates"], lost=len(result["lost"]),
+           writes_before_force=counters["writes"], recovered=progress_counts(out).get("rotated", 0))
+    assert progress_counts(out).get("rotated") == 4 and result["duplicates"] == 0 and result["lost"] == [], result
+
+
+def test_a_store_that_lost_a_large_share_fails_but_a_few_lost_entries_are_recovered(ws, emulator):
+    fleet = devices(24)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    full = ws.store.read_text()
+    text = full
+    for label in labels[:11]:  # 11 of 24: more than 10 and more than 10%
+        text = drop(text, label)
+    ws.store.write_text(text)
+    emulator.control.reset_counters()
+    out = ws.run(fleet, expect_rc=2)
+    assert "11 of the 24 clients of this fleet on the portal have no password in the credential store %s" % ws.store in out, out[-3000:]
+    assert emulator.control.counters()["writes"] == 0
+    ws.store.write_text(drop(drop(full, labels[0]), labels[1]))  # two lost entries: recovered as before
+    out = ws.run(fleet)
+    result = audit(ws, labels)
+    assert progress_counts(out).get("rotated") == 2 and result["lost"] == [] and result["duplicates"] == 0, result
+
+
+def drop(text, label):
+    """The store text without ``label``'s entry."""
+    lines = text.splitlines(True)
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(json.dumps(label) + ":"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("  \"")), len(lines))
+    return "".join(lines[:start] + lines[end:])
+
+
+def set_field(text, label, field, value):
+    """The store text with ``field`` of ``label``'s entry replaced by the JSON scalar of ``value``."""
+    start = text.index(json.dumps(label) + ":")
+    line = text.index("    %s: " % field, start)
+    return text[:line] + "    %s: %s" % (field, json.dumps(value)) + text[text.index("\n", line):]
+
+
+def test_edited_plain_fields_are_named_and_recovered_by_rotation(ws, emulator):
+    fleet = devices(8)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    entries = ws.entries()
+    edits = {"dev-0001": ("username", "pub-ffffffffffff"), "dev-0002": ("client_id", entries["dev-0003"]["client_id"]),
+             "dev-0004": ("history_topic_prefix", "acct/elsewhere"), "dev-0005": ("publish_topic", "acct/elsewhere/"),
+             "dev-0006": ("rotated_at", "2099-01-01T00:00:00Z")}
+    text = ws.store.read_text()
+    for label, (field, value) in edits.items():
+        text = set_field(text, label, field, value)
+    ws.store.write_text(text)
+    assert "dev-0001" in [label for label, dummy in audit(ws, labels)["lost"]]  # the edit is real: dev-0001 cannot log in
+    emulator.control.reset_counters()
+    out = ws.run(fleet)
+    by_route = emulator.control.counters()["by_route"]
+    result = audit(ws, labels)
+    report("store plain fields edited (username, client_id, topics, rotated_at)", runs=2, duplicates=result["duplicates"],
+           lost=len(result["lost"]), stale=result["stale"], recovered=by_route.get(ROTATE, 0))
+    for label in edits:
+        assert "%s: its fields or password do not match its integrity check" % label in out, out[-3000:]
+    assert by_route.get(ROTATE, 0) == 5 == progress_counts(out).get("rotated"), by_route
+    assert result["duplicates"] == 0 and result["lost"] == [] and result["stored"] == 8, result
+    stored = ws.entries()
+    assert all(stored[label][field] != value for label, (field, value) in edits.items())
+    assert progress_counts(ws.run(fleet)) == {}  # sealed again: the next run has nothing to do
+
+
+def test_a_flipped_digit_in_a_journal_record_is_named_and_recovered(ws, emulator):
+    fleet = devices(4)
+    labels = [d["label"] for d in fleet]
+    ws.run(fleet)
+    # A run that journaled a rotation and was stopped before it stored it (as a kill would leave it).
+    (ws.dir / "journal_only.yml").write_text(
+        "- name: Rotate into the journal only\n  hosts: localhost\n  gather_facts: false\n  connection: local\n  tasks:\n"
+        "    - name: Rotate\n      isr.mqtt.mqtt_fleet:\n        clients: %s\n        rotate: [dev-0002]\n"
+        "        journal: %s.journal\n        return_password: ciphertext\n        return_credentials: not_journaled\n"
+        "      no_log: true\n" % (json.dumps(fleet), ws.store))
+    ws.run(playbook="journal_only.yml")
+    journal = ws.store.parent / (ws.store.name + ".journal")
+    record = json.loads(journal.read_text())
+    digit = record["client_id"][-1]
+    record["client_id"] = record["client_id"][:-1] + ("1" if digit != "1" else "2")
+    journal.write_text(json.dumps(record) + "\n")
+    emulator.control.reset_counters()
+    out = ws.run(fleet)
+    result = audit(ws, labels)
+    report("journal record with a flipped digit", runs=3, duplicates=result["duplicates"], lost=len(result["lost"]),
+           recovered=progress_counts(out).get("rotated", 0))
+    assert "dev-0002: its fields or password do not match its integrity check" in out, out[-3000:]
+    assert progress_counts(out).get("rotated") == 1 and result["lost"] == [] and result["duplicates"] == 0, result

@@ -127,10 +127,10 @@ def test_the_store_read_does_not_decrypt_again_what_the_run_journaled(emulator, 
 def test_a_password_whose_journal_write_failed_is_in_the_result_and_reaches_the_store(emulator, store, monkeypatch):
     real_password = Journal.password
 
-    def disk_full_after_one(self, label, credential, ciphertext):
+    def disk_full_after_one(self, label, credential, ciphertext, *sealer):
         if os.path.exists(self.path):
             raise OSError(28, "No space left on device")
-        real_password(self, label, credential, ciphertext)
+        real_password(self, label, credential, ciphertext, *sealer)
 
     monkeypatch.setattr(Journal, "password", disk_full_after_one)
     result, dummy = run_fleet(emulator, {"clients": devices(3), "journal": journal_path(str(store)), "parallel": 1,
@@ -150,10 +150,10 @@ def test_a_password_whose_journal_write_failed_is_in_the_result_and_reaches_the_
 def test_not_journaled_returns_only_what_the_journal_misses_and_the_store_gets_all(emulator, store, monkeypatch):
     real_password = Journal.password
 
-    def disk_full_for_the_second(self, label, credential, ciphertext):
+    def disk_full_for_the_second(self, label, credential, ciphertext, *sealer):
         if label == "dev-001":
             raise OSError(28, "No space left on device")
-        real_password(self, label, credential, ciphertext)
+        real_password(self, label, credential, ciphertext, *sealer)
 
     monkeypatch.setattr(Journal, "password", disk_full_for_the_second)
     result, dummy = run_fleet(emulator, {"clients": devices(3), "journal": journal_path(str(store)), "parallel": 1,

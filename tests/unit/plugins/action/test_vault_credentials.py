@@ -657,3 +657,77 @@ def test_a_rerun_does_not_decrypt_checked_entries_again_but_sees_any_change(stor
         run_action({"path": str(store)}, secrets=(OTHER,))
     checked = [p for p in os.listdir(os.environ["ISR_MQTT_LOCK_DIR"]) if p.endswith(".checked")]
     assert len(checked) == 1 and stat.S_IMODE(os.stat(os.path.join(os.environ["ISR_MQTT_LOCK_DIR"], checked[0])).st_mode) == 0o600
+
+
+def edit_field(text, label, field, value):
+    """The store text with ``field`` of ``label``'s entry set to ``value`` (a plain YAML scalar)."""
+    start = text.index(json.dumps(label) + ":")
+    line_start = text.index("    %s: " % field, start)
+    line_end = text.index("\n", line_start)
+    return text[:line_start] + "    %s: %s" % (field, value) + text[line_end:]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("username", '"pub-999999999999"'), ("client_id", '"pub-000000000003"'), ("history_topic_prefix", '"acct/x"'),
+    ("publish_topic", "null"), ("rotated_at", '"2099-01-01T00:00:00Z"'), ("check", '"00:00"'),
+])
+def test_an_edited_plain_field_is_damaged_like_a_bad_password(store, field, value):
+    run_action({"path": str(store), "credentials": dict(("dev-%d" % n, cred(n)) for n in (1, 2, 3))})
+    assert all(entry["check"] for entry in raw_entries(store).values())
+    store.write_text(edit_field(store.read_text(), "dev-2", field, value))
+    result, warnings = run_action({"path": str(store), "credentials_for": []})
+    assert list(result["damaged"]) == ["dev-2"] and "integrity check" in result["damaged"]["dev-2"], result["damaged"]
+    assert sorted(result["rotated_at"]) == ["dev-1", "dev-3"] and not result["changed"]
+    assert any("dev-2: " in w and "recovers them by rotation" in w for w in warnings)
+    # the rotation's new password (and the portal's fields) replace the entry, sealed again
+    run_action({"path": str(store), "credentials": {"dev-2": cred(2, password="new-2")}})
+    assert run_action({"path": str(store)})[0]["damaged"] == {}
+
+
+def test_an_entry_stripped_of_its_check_in_a_sealed_store_is_damaged(store):
+    run_action({"path": str(store), "credentials": dict(("dev-%d" % n, cred(n)) for n in (1, 2))})
+    text = store.read_text()
+    start = text.index('"dev-2":')
+    line = text.index("    check: ", start)
+    store.write_text(text[:line] + text[text.index("\n", line) + 1:])
+    result, dummy = run_action({"path": str(store)})
+    assert list(result["damaged"]) == ["dev-2"] and "no integrity check" in result["damaged"]["dev-2"]
+
+
+def test_a_store_of_the_previous_version_is_accepted_once_and_sealed(store):
+    entries = dict(("dev-%d" % n, dict(cred(n), password=vault_credentials.Vaulted(
+        VaultLib([FLEET]).encrypt(cred(n)["password"], FLEET[1], vault_id="fleet").decode()))) for n in (1, 2, 3))
+    store.write_text(vault_credentials.render_store(entries))  # no check: written before checks existed
+    before = raw_entries(store)
+    result, warnings = run_action({"path": str(store), "credentials_for": []}, check_mode=True)
+    assert result["damaged"] == {} and result["changed"] and raw_entries(store) == before
+    result, warnings = run_action({"path": str(store), "credentials_for": []})
+    assert result["damaged"] == {} and result["changed"] and sorted(result["rotated_at"]) == ["dev-1", "dev-2", "dev-3"]
+    assert [w for w in warnings if "3 entries" in w and "no integrity check" in w and "sealed now" in w], warnings
+    after = raw_entries(store)
+    assert all(after[label]["check"] and after[label]["password"] == before[label]["password"] for label in after)  # not rotated
+    result, warnings = run_action({"path": str(store), "credentials_for": []})
+    assert not result["changed"] and result["damaged"] == {} and not warnings
+
+
+def journal_record(n, **changes):
+    from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer
+    ciphertext = VaultLib([FLEET]).encrypt("journaled-%d" % n, FLEET[1], vault_id="fleet").decode()
+    record = dict((field, value) for field, value in cred(n).items() if field != "password")
+    record.update(label="dev-%d" % n, password_vault=ciphertext)
+    record["check"] = Sealer([FLEET], FLEET[1], b"journal-salt-123").seal(record["label"], dict(record, password=ciphertext))
+    record.update(changes)
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+def test_journal_records_are_checked_then_sealed_with_the_store_salt(store):
+    run_action({"path": str(store), "credentials": dict(("dev-%d" % n, cred(n)) for n in (1, 2, 3))})
+    store_salt = raw_entries(store)["dev-1"]["check"].split(":")[0]
+    journal = store.with_name(store.name + ".journal")
+    journal.write_text(journal_record(1) + journal_record(2, client_id="pub-000000000012"))  # a flipped digit
+    result, warnings = run_action({"path": str(store), "credentials_for": []})
+    assert list(result["damaged"]) == ["dev-2"] and "integrity check" in result["damaged"]["dev-2"], result["damaged"]
+    assert sorted(result["journaled"]) == ["dev-1", "dev-2"] and not journal.exists()
+    entries = raw_entries(store)
+    assert decrypt(entries["dev-1"]["password"]) == "journaled-1" and entries["dev-1"]["check"].startswith(store_salt + ":")
+    assert run_action({"path": str(store)})[0]["damaged"] == {"dev-2": result["damaged"]["dev-2"]}  # still damaged

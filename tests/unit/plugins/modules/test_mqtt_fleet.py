@@ -585,3 +585,38 @@ def test_a_rotation_answer_without_rotated_at_stores_none_not_the_old_value(run)
     fake.rotate_password = without_rotated_at
     failed, result = run(fake, clients=[{"label": "a"}], rotate=["a"])
     assert not failed and result["credentials"]["a"]["rotated_at"] is None
+
+
+@pytest.mark.parametrize("known", [[], ["elsewhere"]])
+def test_recover_missing_refuses_a_store_that_holds_none_of_the_fleet(run, known, monkeypatch):
+    monkeypatch.setattr(mqtt_fleet, "claim_labels", lambda *args: None)  # the store claims have their own tests
+    fake = FakePortal(rows=[make_row("a", "pub-a"), make_row("b", "pub-b")])
+    failed, result = run(fake, clients=[{"label": "a"}, {"label": "b"}], recover_missing=True, known_labels=known,
+                         store="/srv/fleet/creds.yml")
+    assert failed and result["missing"] == ["a", "b"]
+    assert "/srv/fleet/creds.yml holds none of the 2 clients" in result["msg"] and "recover_missing: force" in result["msg"]
+    assert [call["op"] for call in fake.calls] == ["list"]  # no write
+
+
+def test_recover_missing_refuses_a_large_share_missing_but_recovers_a_few(run):
+    labels = ["d%02d" % n for n in range(40)]
+    fake = FakePortal(rows=[make_row(lb, "pub-" + lb) for lb in labels])
+    clients = [{"label": lb} for lb in labels]
+    failed, result = run(fake, clients=clients, recover_missing=True, known_labels=labels[11:])
+    assert failed and "11 of the 40 clients of this fleet on the portal have no password in known_labels" in result["msg"]
+    failed, result = run(fake, clients=clients, recover_missing=True, known_labels=labels[10:])
+    assert not failed and result["counts"]["rotated"] == 10
+
+
+@pytest.mark.parametrize("value", ["force", "Force"])
+def test_recover_missing_force_recovers_a_lost_store(run, value):
+    fake = FakePortal(rows=[make_row("a", "pub-a"), make_row("b", "pub-b")])
+    failed, result = run(fake, clients=[{"label": "a"}, {"label": "b"}], recover_missing=value, known_labels=[])
+    assert not failed and sorted(result["credentials"]) == ["a", "b"]
+
+
+def test_recover_missing_takes_booleans_and_force_only(run):
+    failed, result = run(FakePortal(rows=[]), clients=[{"label": "a"}], recover_missing="always", known_labels=[])
+    assert failed and "recover_missing must be true, false or force, got 'always'" in result["msg"]
+    failed, result = run(FakePortal(rows=[]), clients=[{"label": "a"}], recover_missing="yes", known_labels=[])
+    assert not failed  # nothing on the portal: a first run creates, nothing is missing

@@ -172,3 +172,50 @@ def test_portal_text_from_the_store_is_never_a_template(tmp_path):
     write_store(path, {"dev-1": dict(cred(1), username="{{ 6 * 7 }}")})
     variables = get_vars(path, [host("dev-1")])
     assert Templar(loader=DataLoader(), variables=variables).template(trust_as_template("{{ mqtt_username }}")) == "{{ 6 * 7 }}"
+
+
+def test_a_store_that_disappears_mid_run_fails_naming_it(store):
+    assert get_vars(store, [host("dev-1")])["mqtt_client_id"] == cred(1)["client_id"]
+    store.unlink()
+    with pytest.raises(AnsibleParserError) as failure:
+        get_vars(store, [host("dev-1")])
+    assert str(store) in str(failure.value) and "is gone now" in str(failure.value)
+
+
+def test_a_store_that_appears_mid_run_is_served(tmp_path):
+    path = tmp_path / "mqtt_credentials.yml"
+    assert get_vars(path, [host("dev-1")]) == {}  # a first run: no store yet
+    write_store(path, {"dev-1": cred(1)})
+    assert get_vars(path, [host("dev-1")])["mqtt_client_id"] == cred(1)["client_id"]
+
+
+def sealed_store(path, credentials):
+    """A store as this version of isr.mqtt.vault_credentials writes it: every entry with its integrity check."""
+    from ansible_collections.isr.mqtt.plugins.plugin_utils._seal import Sealer
+    sealer = Sealer([FLEET], FLEET[1])
+    entries = dict((label, dict(entry, password=Vaulted(encrypt(entry["password"])))) for label, entry in credentials.items())
+    for label, entry in entries.items():
+        entry["check"] = sealer.seal(label, entry)
+    path.write_text(render_store(entries))
+
+
+def test_an_entry_with_an_edited_field_gives_its_host_nothing_and_warns(tmp_path, monkeypatch):
+    warnings = Warnings()
+    monkeypatch.setattr(fleet_store, "display", warnings)
+    path = tmp_path / "mqtt_credentials.yml"
+    sealed_store(path, {"dev-1": cred(1), "dev-2": cred(2)})
+    assert get_vars(path, [host("dev-2")])["mqtt_username"] == cred(2)["username"]
+    path.write_text(path.read_text().replace('username: "%s"' % cred(2)["username"], 'username: "pub-999999999999"'))
+    assert get_vars(path, [host("dev-2")]) == {}
+    assert get_vars(path, [host("dev-1")])["mqtt_client_id"] == cred(1)["client_id"]
+    assert len(warnings.messages) == 1 and "dev-2" in warnings.messages[0] and "integrity check" in warnings.messages[0]
+
+
+def test_a_store_checked_with_another_secret_is_served_as_it_is(tmp_path):
+    path = tmp_path / "mqtt_credentials.yml"
+    sealed_store(path, {"dev-1": cred(1)})
+    plugin = VarsModule()
+    plugin.get_option = lambda name: path.name
+    loader = DataLoader()
+    loader.set_vault_secrets([("other", VaultSecret(b"not-the-stores-secret"))])
+    assert plugin.get_vars(loader, str(tmp_path), [host("dev-1")])["mqtt_client_id"] == cred(1)["client_id"]
