@@ -204,7 +204,7 @@ def test_two_runs_into_two_stores_leave_no_unreported_duplicate_and_lose_no_pass
     for name, out in outs.items():
         recap = out.split("PLAY RECAP")[-1]
         assert "failed=0" in recap or "Another run changed this fleet at the same time" in out \
-            or "Labels held by several portal clients" in out, out[-4000:]
+            or "Labels held by several portal clients" in out or "holds none of the" in out, out[-4000:]
     for label, ids in duplicates.items():  # every duplicate is named, with its client_ids, by a run
         assert any("%s (" % label in out and all(cid in out for cid in ids) for out in outs.values()), (label, ids)
 
@@ -225,3 +225,20 @@ def test_two_runs_into_two_stores_leave_no_unreported_duplicate_and_lose_no_pass
         assert row["rotated_at"] > entry["rotated_at"], (entry["label"], row["rotated_at"], entry["rotated_at"])
     print(json.dumps({"duplicates": len(duplicates), "lost": len(lost), "stale": len(stale),
                       "failed": [name for name, out in outs.items() if "failed=0" not in out.split("PLAY RECAP")[-1]]}))
+
+
+def test_a_second_store_that_starts_after_the_first_run_is_refused_before_any_write(tmp_path, emulator):
+    """Run B of the same fleet into its own store and lock directory, after run A created everything: B's store holds
+    none of the fleet's clients, so recovering them would take A's passwords (the lost-store guard refuses)."""
+    wanted = devices(6, prefix="late-")
+    runs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        runs[name] = Fleet(tmp_path / name, emulator)
+    env = dict((name, {"ISR_MQTT_LOCK_DIR": str(tmp_path / name / "locks")}) for name in runs)
+    runs["a"].run(wanted, env=env["a"])
+    emulator.control.reset_counters()
+    out = runs["b"].run(wanted, expect_rc=2, env=env["b"])
+    assert "holds none of the 6 clients" in out and "fleet_recover_missing: force" in out, out[-4000:]
+    assert emulator.control.counters()["writes"] == 0
+    runs["a"].assert_store_matches_portal([d["label"] for d in wanted])  # A's passwords still log in

@@ -131,8 +131,15 @@ def test_fleet_role_on_a_normalizing_portal_keeps_the_password_and_never_duplica
     labels = normalizing.control.state()["labels"]
     assert labels.get("dev-a") == 1 and sum(labels.values()) <= 2, labels
 
-    # The user takes the portal's form: no duplicate; the store gets a working password under it.
-    fleet.run([{"label": "dev-a"}, {"label": "dev-b"}])
+    # The user takes the portal's form. The store holds dev-a's password under "Dev-A" only, so for the store
+    # guard the fleet's one client on the portal has no password: refused before any write (fail closed) ...
+    renamed = [{"label": "dev-a"}, {"label": "dev-b"}]
+    normalizing.control.reset_counters()
+    out = fleet.run(renamed, expect_rc=2)
+    assert "holds none of the 1 clients" in out and "fleet_recover_missing: force" in out, out[-4000:]
+    assert normalizing.control.counters()["writes"] == 0
+    # ... and the explicit opt-in gives it a new password: no duplicate, the store works under the portal's form.
+    fleet.run(renamed, extra={"fleet_recover_missing": "force"})
     assert normalizing.control.state()["labels"] == {"dev-a": 1, "dev-b": 1}
     fleet.assert_store_matches_portal(["dev-a", "dev-b"])
 
