@@ -393,7 +393,7 @@ def main(module_class=AnsibleModule):
     )
     argument_spec.update(sink_argument_spec())
     module = module_class(argument_spec=argument_spec, supports_check_mode=True,
-                           required_one_of=[["label", "client_id"]])
+                          required_one_of=[["label", "client_id"]])
     params = module.params
     label, client_id = params["label"], params["client_id"]
 

@@ -655,10 +655,11 @@ def concurrent_message(duplicates, stale, credentials):
     """What another run did at the same time, and how to get out of it."""
     parts = []
     if duplicates:
+        def named(label, cid):
+            return cid + (" created by this run" if (credentials.get(label) or {}).get("client_id") == cid else "")
+
         parts.append("labels of the fleet are now held by several portal clients: %s" % "; ".join(
-            "%s (%s)" % (label, ", ".join(cid + (" created by this run" if (credentials.get(label) or {}).get("client_id") == cid
-                                                  else "") for cid in ids))
-            for label, ids in sorted(duplicates.items())))
+            "%s (%s)" % (label, ", ".join(named(label, cid) for cid in ids)) for label, ids in sorted(duplicates.items())))
     if stale:
         parts.append("the passwords this run received for %s were rotated again after it (they are in 'unconfirmed': drop "
                      "them from this run's store; the next run with recover_missing rotates them)" % ", ".join(stale))

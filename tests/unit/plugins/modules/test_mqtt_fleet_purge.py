@@ -13,7 +13,8 @@ import pytest
 
 from ansible_collections.isr.mqtt.plugins.module_utils._portal import PortalError
 from ansible_collections.isr.mqtt.plugins.modules import mqtt_fleet
-from test_mqtt_fleet import FakePortal, labels, make_row, run  # noqa: F401 (run: the fixture)
+# run: the fixture the tests below use
+from test_mqtt_fleet import FakePortal, labels, make_row, run  # noqa: F401  pylint: disable=unused-import
 
 # Every pattern issue 23 found deleting all foreign clients, and more of the same kind.
 EVERYTHING = [".*", "^", "$", ".", "(?:)", "|", r"\S*", "x?", r"[\s\S]*", r"\A", "^.*", "dev-|", "^dev-|x", "(?i)^dev-",
@@ -23,8 +24,8 @@ EVERYTHING = [".*", "^", "$", ".", "(?:)", "|", r"\S*", "x?", r"[\s\S]*", r"\A",
 def foreign_and_fleet():
     """3 clients of the fleet (dev-), 10 of others: a purge may only ever touch dev- labels."""
     rows = [make_row("dev-%03d" % i, "pub-dev-%d" % i) for i in range(3)]
-    rows += [make_row("other-%d" % i, "pub-other-%d" % i) for i in range(7)] + [make_row("x", "pub-x"), make_row("d", "pub-d"),
-                                                                                  make_row("dev", "pub-dev")]
+    rows += [make_row("other-%d" % i, "pub-other-%d" % i) for i in range(7)]
+    rows += [make_row("x", "pub-x"), make_row("d", "pub-d"), make_row("dev", "pub-dev")]
     return rows
 
 
