@@ -373,8 +373,8 @@ class Run(object):
 def missing_password_file(params, current, actions):
     """True when an existing client's password_file is missing and no planned action brings a new password."""
     path = params["password_file"]
-    return bool(path and current is not None and params["state"] == "present" and not os.path.exists(path)
-                and not any(a["action"] in ("create", "rotate") for a in actions))
+    brings_password = any(a["action"] in ("create", "rotate") for a in actions)
+    return bool(path and current is not None and params["state"] == "present" and not os.path.exists(path) and not brings_password)
 
 
 def main(module_class=AnsibleModule):
