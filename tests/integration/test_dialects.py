@@ -8,11 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ansible.release import __version__ as ansible_core_version
 
 from fleet.test_fleet_role import Fleet, devices
 from support import Emulator, ansible_env, bin_path
 
 HERE = Path(__file__).resolve().parent
+CORE_BEFORE_2_19 = tuple(int(part) for part in ansible_core_version.split(".")[:2]) < (2, 19)
 UNDERSTOOD = ("cursor", "link", "offset", "drift", "both_ids", "maintenance")
 PLAYBOOK = """
 - name: Dialect {dialect}
@@ -298,8 +300,10 @@ def test_503_windows_are_waited_out_and_a_create_is_never_repeated_blindly(diale
     result = run_playbook(playbook(tmp_path, dialect_emulator, tasks), env=dialect_emulator.env())
     assert result.rc == 0, result
     output = result.stdout + result.stderr
-    assert "Portal unavailable: waiting" in output and "answered 503 with Retry-After" in output, result
+    warned = not CORE_BEFORE_2_19  # before 2.19 no_log hides the task's warnings too
+    if warned:
+        assert "Portal unavailable: waiting" in output and "answered 503 with Retry-After" in output, result
     assert control.state()["labels"]["in-window"] == 1
     if "unavailable_after_create" in fault:
-        assert "answer was lost" in output
+        assert "answer was lost" in output or not warned
         assert control.counters()["by_route"]["POST /api/v1/subscriber/publishers"] == 1
