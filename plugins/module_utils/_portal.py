@@ -777,7 +777,17 @@ class PortalClient(object):
             exc.may_have_acted = True
             raise
         appeared = [r for r in listed if r["label"] == label and r[id_key] not in known_ids]
-        _refuse_normalized_retry(self, listed, label, known_ids, id_key, what, error, appeared)
+        # None verbatim, but a new entry under the label trimmed or in another case: this create, by a portal that
+        # normalizes labels. Retrying would make a duplicate, so stop (its password is lost: rotate it).
+        normalized = [] if appeared else [r for r in listed if r[id_key] not in known_ids and label_key(r["label"]) == label_key(label)]
+        if normalized:
+            raise self._error(
+                "Creating %s: %s The portal now lists %s under the label %r: most likely this create, with the label "
+                "normalized by the portal. Nothing was retried, so that no duplicate is made; its password was lost. Use "
+                "the portal's form of the label (%r) from now on and give it a new password (rotate_password, or recover "
+                "in isr.mqtt.mqtt_fleet)." % (what, error.msg, ", ".join(r[id_key] for r in normalized),
+                                              normalized[0]["label"], normalized[0]["label"]),
+                kind="conflict", status=error.status, may_have_acted=True)
         return appeared
 
     def _identify(self, label, known_ids, lister, id_key, what, password):
@@ -946,21 +956,6 @@ class PortalClient(object):
 # ---------------------------------------------------------------------------
 # Module glue
 # ---------------------------------------------------------------------------
-
-def _refuse_normalized_retry(client, listed, label, known_ids, id_key, what, error, appeared):
-    """After an ambiguous create: a new entry under the label trimmed or in another case is this create, made by a
-    portal that normalizes labels. Retrying would make a duplicate, so stop (its password is lost: rotate it)."""
-    if appeared:
-        return
-    changed = [r for r in listed if r[id_key] not in known_ids and label_key(r["label"]) == label_key(label)]
-    if changed:
-        raise client._error(
-            "Creating %s: %s The portal now lists %s under the label %r: most likely this create, with the label normalized "
-            "by the portal. Nothing was retried, so that no duplicate is made; its password was lost. Use the portal's form "
-            "of the label (%r) from now on and give it a new password (rotate_password, or recover in isr.mqtt.mqtt_fleet)."
-            % (what, error.msg, ", ".join(r[id_key] for r in changed), changed[0]["label"], changed[0]["label"]),
-            kind="conflict", status=error.status, may_have_acted=True)
-
 
 def portal_argument_spec():
     """The connection options every module accepts (documented in doc fragment isr.mqtt.portal)."""

@@ -349,6 +349,7 @@ rate_limit_waited:
   sample: 0.0
 """
 
+import os.path
 import re
 import threading
 import time
@@ -605,7 +606,7 @@ def purge_match_problem(pattern, fleet_labels):
     """None when ``pattern`` can only delete labels of the fleet's own naming (it begins with ^ and literal text that a
     label of the fleet begins with, when the fleet has labels: an empty one is torn down by prefix), else a message
     naming purge_match and the fix."""
-    shared = _REGEX_SPECIAL.sub(r"\\\1", _common_prefix(fleet_labels))
+    shared = _REGEX_SPECIAL.sub(r"\\\1", os.path.commonprefix(list(fleet_labels)))
     fix = ("set purge_match to '^' and the beginning your fleet's labels share (for example %r), or set "
            "purge_allow_foreign: true (role: fleet_purge_allow_foreign) to delete clients outside the fleet's naming; "
            "nothing was changed" % ("^" + shared if shared else "^site-alpha-"))
@@ -619,17 +620,6 @@ def purge_match_problem(pattern, fleet_labels):
         return ("purge_match %r deletes labels beginning with %r, and no label of clients or keep_labels begins with it, "
                 "so they are not the fleet's own naming: %s" % (pattern, prefix, fix))
     return None
-
-
-def _common_prefix(labels):
-    labels = sorted(labels)
-    if not labels:
-        return ""
-    first, last = labels[0], labels[-1]
-    size = 0
-    while size < min(len(first), len(last)) and first[size] == last[size]:
-        size += 1
-    return first[:size]
 
 
 def purge_rows(actions):
